@@ -1,0 +1,1 @@
+"""The shapes world: a procedural, objectively checkable text-to-image world (see shapes-world.md)."""

@@ -1,0 +1,216 @@
+"""One pydantic model per event type. Payloads are closed (extra="forbid"); evolve them additively."""
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import datetime
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from schemas.envelope import Event
+
+SAMPLERS = ("ddim", "euler", "dpmpp_2m")
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Decision(str, Enum):
+    ALLOW = "allow"
+    REVIEW = "review"
+    BLOCK = "block"
+
+
+class OutcomeStatus(str, Enum):
+    PUBLISHED = "published"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+class GenerationSpec(Payload):
+    """What the requester asked for. `seed` is always concrete once past ingress, so replays repeat."""
+
+    prompt: str = Field(min_length=1, max_length=2000)
+    negative_prompt: str = Field(default="", max_length=2000)
+    width: int = Field(default=256, ge=64, le=2048, multiple_of=8)
+    height: int = Field(default=256, ge=64, le=2048, multiple_of=8)
+    steps: int = Field(default=20, ge=1, le=200)
+    guidance: float = Field(default=5.0, ge=0.0, le=30.0)
+    seed: int = Field(default=0, ge=0, lt=2**63)
+    n: int = Field(default=1, ge=1, le=8)
+    sampler: Literal["ddim", "euler", "dpmpp_2m"] = "dpmpp_2m"
+    model: str = Field(default="shapes-ldm", min_length=1, max_length=128)
+    region: str = Field(default="default", max_length=32)
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("prompt is blank")
+        return value
+
+    @field_validator("guidance")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("guidance must be finite")
+        return value
+
+
+class GateResult(Payload):
+    """One gate's decision with the reasons a reviewer needs (never the prompt itself)."""
+
+    decision: Decision
+    stage: str  # "lexical" | "embedding" | "nsfw" | "faces" | "error" ...
+    categories: list[str] = []
+    score: float | None = None
+    reasons: list[str] = []
+    policy_id: str
+    policy_version: str
+
+
+class ImageRef(Payload):
+    """A blob in the content-addressed store: `blobs/sha256/<aa>/<rest>.png`."""
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    index: int = Field(ge=0)
+    width: int
+    height: int
+    seed: int
+
+
+# ---- payloads per topic -------------------------------------------------------------------------
+
+class RequestSubmittedPayload(Payload):
+    spec: GenerationSpec
+    source: Literal["http", "kafka"] = "kafka"
+    idempotency_key: str | None = Field(default=None, max_length=200)
+
+
+class PromptVerdictPayload(Payload):
+    spec: GenerationSpec
+    verdict: GateResult
+
+
+class JobCreatedPayload(Payload):
+    spec: GenerationSpec
+    policy_version: str
+    reviewed: bool = False  # True when a human approved it after a review-band verdict
+
+
+class ImageGeneratedPayload(Payload):
+    spec: GenerationSpec
+    policy_version: str
+    model_id: str
+    images: list[ImageRef]
+    generation_ms: float
+
+
+class ImageVerdictPayload(Payload):
+    spec: GenerationSpec
+    model_id: str
+    images: list[ImageRef]
+    verdict: GateResult
+
+
+class ReviewTaskCreatedPayload(Payload):
+    task_id: uuid.UUID
+    gate: Literal["prompt", "image"]
+    verdict: GateResult
+    severity: int = Field(ge=1, le=4)  # 1 = most urgent
+    sla_deadline: datetime
+    spec: GenerationSpec  # what resumes on approve
+    model_id: str | None = None
+    images: list[ImageRef] = []
+
+
+class ReviewDecidedPayload(Payload):
+    task_id: uuid.UUID
+    gate: Literal["prompt", "image"]
+    decision: Literal["approve", "reject", "escalate"]
+    reviewer: str = Field(min_length=1, max_length=128)
+    reason: str = Field(min_length=1, max_length=2000)
+    spec: GenerationSpec
+    model_id: str | None = None
+    images: list[ImageRef] = []
+    policy_version: str
+
+
+class AssetPublishedPayload(Payload):
+    asset_id: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    image_index: int
+    model_id: str
+    policy_version: str
+    watermark_payload: str  # hex
+    manifest_label: str | None = None
+    width: int
+    height: int
+
+
+class OutcomePayload(Payload):
+    status: OutcomeStatus
+    reason: str = ""
+    categories: list[str] = []
+    asset_ids: list[str] = []
+    images: list[ImageRef] = []
+
+
+class AuditRecordPayload(Payload):
+    """One audited event, redacted: the prompt only as a keyed HMAC and AES-GCM ciphertext."""
+
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    source_event_id: str | None
+    source_event_type: str | None
+    redacted_event: dict
+    prompt_hmac: str | None = None
+    prompt_ciphertext: str | None = None  # base64(nonce || ciphertext), for the reviewers' key
+    key_id: str | None = None
+    prev_hash: str
+    hash: str
+
+
+class DeadLetterPayload(Payload):
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    stage: str
+    reason: str
+    raw_sha256: str
+    raw_size: int
+
+
+# ---- typed events ----------------------------------------------------------------------------------
+
+def _event(name: str, payload_cls: type[Payload]) -> type[Event]:
+    cls = type(
+        "".join(part.capitalize() for part in name.replace(".", "_").split("_")),
+        (Event,),
+        {"__annotations__": {"event_type": Literal[name], "payload": payload_cls},  # type: ignore[valid-type]
+         "event_type_name": name, "__module__": __name__},
+    )
+    return cls
+
+
+RequestSubmitted = _event("request.submitted", RequestSubmittedPayload)
+PromptVerdict = _event("prompt.verdict", PromptVerdictPayload)
+JobCreated = _event("job.created", JobCreatedPayload)
+ImageGenerated = _event("image.generated", ImageGeneratedPayload)
+ImageVerdict = _event("image.verdict", ImageVerdictPayload)
+ReviewTaskCreated = _event("review.task_created", ReviewTaskCreatedPayload)
+ReviewDecided = _event("review.decided", ReviewDecidedPayload)
+AssetPublished = _event("asset.published", AssetPublishedPayload)
+Outcome = _event("outcome", OutcomePayload)
+AuditRecord = _event("audit.record", AuditRecordPayload)
+DeadLetter = _event("dlq.message", DeadLetterPayload)
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.event_type_name: cls
+    for cls in (RequestSubmitted, PromptVerdict, JobCreated, ImageGenerated, ImageVerdict, ReviewTaskCreated,
+                ReviewDecided, AssetPublished, Outcome, AuditRecord, DeadLetter)
+}
