@@ -1,0 +1,34 @@
+"""Content-addressed blob store on the local disk: `root/sha256/ab/cdef….png`. Writes are idempotent."""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class BlobStore:
+    root: Path
+
+    def path(self, sha256: str, suffix: str = ".png") -> Path:
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256[:80]!r}")
+        return Path(self.root) / "sha256" / sha256[:2] / f"{sha256[2:]}{suffix}"
+
+    def put(self, data: bytes, suffix: str = ".png") -> str:
+        """Store bytes under their sha256 and return it; storing the same bytes twice is a no-op."""
+        digest = hashlib.sha256(data).hexdigest()
+        target = self.path(digest, suffix)
+        if target.exists():
+            return digest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as f:  # write-then-rename so readers never see half a file
+            f.write(data)
+        os.replace(tmp, target)
+        return digest
+
+    def get(self, sha256: str, suffix: str = ".png") -> bytes:
+        return self.path(sha256, suffix).read_bytes()
