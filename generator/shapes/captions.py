@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .world import ALL_PAIRS, BACKGROUNDS, COLORS, HELD_OUT, SEEN_PAIRS, SHAPES, SIZES
+from .world import ALL_PAIRS, BACKGROUNDS, COLORS, HELD_OUT, SEEN_PAIRS
 
 CATEGORIES = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 RELATIONS = ("left of", "right of", "above", "below")

@@ -1,0 +1,1 @@
+"""Training for the embedded default model: `python -m generator.training.autoencoder` then `.denoiser`."""

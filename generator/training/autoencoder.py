@@ -1,0 +1,86 @@
+"""Stage 1: train the shapes AutoencoderKL (Rombach et al. 2022, without the GAN: flat shapes need none)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+
+from generator.training.common import (AutoencoderConfig, Progress, TrainConfig, load_checkpoint, pick_device,
+                                       save_checkpoint, setup_threads, shapes_batch)
+
+
+def build_autoencoder(cfg: AutoencoderConfig) -> AutoencoderKL:
+    n = len(cfg.block_out_channels)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=cfg.latent_channels, sample_size=64,
+        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=cfg.block_out_channels, layers_per_block=cfg.layers_per_block,
+        norm_num_groups=cfg.norm_num_groups,
+    )
+
+
+def train(model_cfg: AutoencoderConfig, cfg: TrainConfig, kl_weight: float = 1e-6) -> Path:
+    setup_threads(cfg.threads)
+    device = pick_device()
+    torch.manual_seed(cfg.seed)
+    vae = build_autoencoder(model_cfg).to(device).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    ckpt_path = cfg.out / "autoencoder.pt"
+    step, rng = 0, np.random.default_rng(cfg.seed)
+    if (state := load_checkpoint(ckpt_path)) is not None:
+        vae.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, rng.bit_generator.state = state["step"], state["rng"]
+        print(f"resumed from {ckpt_path} at step {step}", flush=True)
+    progress, t_start = Progress(cfg.steps, step, cfg.batch_size), time.time()
+    while step < cfg.steps:
+        x, _ = shapes_batch(rng, cfg.batch_size, device)  # (B, 3, 64, 64)
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        rec = F.l1_loss(recon, x) + F.mse_loss(recon, x)
+        kl = posterior.kl().mean()
+        loss = rec + kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        timed_out = cfg.time_limit_min and time.time() - t_start > cfg.time_limit_min * 60
+        if step % 50 == 0 or step == cfg.steps:
+            print(progress.line(step, rec=rec.item(), kl=kl.item()), flush=True)
+        if step % cfg.ckpt_every == 0 or step == cfg.steps or timed_out:
+            save_checkpoint(ckpt_path, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
+                                        "rng": rng.bit_generator.state, "config": model_cfg})
+        if timed_out:
+            print(f"time limit reached at step {step}; rerun the same command to resume", flush=True)
+            break
+    return ckpt_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--out", type=Path, default=Path("var/train"))
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--time-limit-min", type=float, default=0.0)
+    a = p.parse_args(argv)
+    cfg = TrainConfig(out=a.out, seed=a.seed, steps=a.steps, batch_size=a.batch_size, lr=a.lr, threads=a.threads,
+                      time_limit_min=a.time_limit_min)
+    print(f"checkpoint: {train(AutoencoderConfig(), cfg)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Shared training plumbing: configs, shapes batches as tensors, checkpoints, device choice."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from generator.shapes.dataset import make_batch
+
+
+@dataclass
+class AutoencoderConfig:
+    block_out_channels: tuple[int, ...] = (32, 64, 64)  # 2 downsamples: 64×64 → 16×16
+    latent_channels: int = 4
+    layers_per_block: int = 1
+    norm_num_groups: int = 16
+
+
+@dataclass
+class DenoiserConfig:
+    block_out_channels: tuple[int, ...] = (96, 192, 256)  # 16×16 → 8×8 → 4×4
+    layers_per_block: int = 1
+    attention_head_dim: int = 32
+    cross_attention_dim: int = 384  # MiniLM hidden size
+    prediction_type: str = "v_prediction"
+
+
+@dataclass
+class TrainConfig:
+    out: Path = Path("var/train")
+    seed: int = 0
+    steps: int = 4000
+    batch_size: int = 64
+    lr: float = 5e-4
+    warmup: int = 200
+    ema_decay: float = 0.999
+    ckpt_every: int = 250
+    threads: int = 0  # 0: all cores
+    time_limit_min: float = 0.0  # stop (after checkpointing) once this much wall time is spent; 0 = none
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def setup_threads(threads: int) -> None:
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def images_to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 (B, H, W, 3) → float (B, 3, H, W) in [-1, 1]."""
+    x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float()
+    return x / 127.5 - 1.0
+
+
+def shapes_batch(rng: np.random.Generator, n: int, device: torch.device) -> tuple[torch.Tensor, list[str]]:
+    images, captions, _ = make_batch(rng, n)
+    return images_to_tensor(images, device), captions
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a crash mid-save never leaves a broken checkpoint
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+
+
+class Progress:
+    """One-line progress with rate and ETA, flushed so a background log can be tailed."""
+
+    def __init__(self, total: int, start: int, unit_per_step: int):
+        self.total, self.start, self.unit = total, start, unit_per_step
+        self.t0 = time.time()
+
+    def line(self, step: int, **metrics: float) -> str:
+        dt = max(time.time() - self.t0, 1e-9)
+        rate = (step - self.start) / dt
+        eta = (self.total - step) / rate if rate > 0 else float("inf")
+        parts = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+        return (f"step {step}/{self.total} {parts} {rate * self.unit:.0f} samples/s "
+                f"elapsed {dt / 60:.1f}m eta {eta / 60:.1f}m")
+
+
+def config_json(cfg) -> str:
+    return json.dumps(dataclasses.asdict(cfg), default=str)

@@ -1,0 +1,70 @@
+"""Text normalisation for matching: NFKC, confusable skeletons, casefold, accents off, invisible characters out.
+
+Leetspeak and spacing are handled by the patterns in `lexical.py` (a "1" may be an i or an l, so it stays a "1"
+here and each pattern letter accepts its look-alikes). Every output character remembers the input index it came from,
+so a match on the normalised text maps back to a span of the original.
+"""
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+# Cyrillic, Greek and a few Latin letters that render like a plain Latin letter (subset of Unicode TR39 confusables).
+# Upper case is mapped before casefolding because e.g. Greek "Η" looks like H while its lower case "η" looks like n.
+CONFUSABLES: dict[str, str] = {
+    # Cyrillic
+    "А": "a", "а": "a", "В": "b", "в": "b", "Ь": "b", "ь": "b", "С": "c", "с": "c", "ԁ": "d", "Е": "e", "е": "e",
+    "Ё": "e", "ё": "e", "Һ": "h", "һ": "h", "Н": "h", "І": "i", "і": "i", "Ї": "i", "ї": "i", "Ј": "j", "ј": "j",
+    "К": "k", "к": "k", "Ӏ": "l", "ӏ": "l", "М": "m", "м": "m", "О": "o", "о": "o", "Р": "p", "р": "p", "Ԛ": "q",
+    "ԛ": "q", "Ѕ": "s", "ѕ": "s", "Т": "t", "т": "t", "У": "y", "у": "y", "Х": "x", "х": "x", "Ԝ": "w", "ԝ": "w",
+    "п": "n", "г": "r", "Ү": "y", "ү": "y",
+    # Greek
+    "Α": "a", "α": "a", "Β": "b", "β": "b", "Ε": "e", "ε": "e", "Ζ": "z", "Η": "h", "η": "n", "Ι": "i", "ι": "i",
+    "Κ": "k", "κ": "k", "Μ": "m", "Ν": "n", "ν": "v", "Ο": "o", "ο": "o", "ό": "o", "Ρ": "p", "ρ": "p", "Τ": "t",
+    "τ": "t", "Υ": "y", "υ": "u", "Χ": "x", "χ": "x", "ω": "w", "γ": "y", "ί": "i", "ά": "a", "έ": "e",
+    # Latin letters that NFD does not split into base + accent
+    "ø": "o", "Ø": "o", "ł": "l", "Ł": "l", "đ": "d", "Đ": "d", "ı": "i", "ħ": "h", "ŧ": "t", "ƅ": "b", "ɑ": "a",
+    "ɡ": "g", "ɩ": "i", "ʏ": "y", "ᴀ": "a", "ʙ": "b", "ᴄ": "c", "ᴅ": "d", "ᴇ": "e", "ɢ": "g", "ʜ": "h", "ɪ": "i",
+    "ᴊ": "j", "ᴋ": "k", "ʟ": "l", "ᴍ": "m", "ɴ": "n", "ᴏ": "o", "ᴘ": "p", "ʀ": "r", "ꜱ": "s", "ᴛ": "t", "ᴜ": "u",
+    "ᴠ": "v", "ᴡ": "w", "ᴢ": "z",
+}
+
+
+@dataclass(frozen=True)
+class Normalized:
+    """Normalised text plus, for each of its characters, the index of the input character it came from."""
+
+    text: str
+    origin: tuple[int, ...]
+
+    def span_in_source(self, start: int, end: int) -> tuple[int, int]:
+        """Map a [start, end) span of the normalised text back to the input text."""
+        return self.origin[start], self.origin[end - 1] + 1
+
+
+@lru_cache(maxsize=8192)
+def fold_char(ch: str) -> str:
+    """One input character -> zero or more normalised characters."""
+    out = []
+    for c in unicodedata.normalize("NFKC", ch):
+        c = CONFUSABLES.get(c, c).casefold()
+        for d in unicodedata.normalize("NFD", c):
+            cat = unicodedata.category(d)
+            if cat == "Mn" or cat == "Cf":  # accents, zero-width joiners/spaces, bidi marks
+                continue
+            out.append(CONFUSABLES.get(d, d))
+    return "".join(out)
+
+
+def normalize(text: str) -> Normalized:
+    """NFKC + confusable skeleton + casefold + strip accents and invisible characters, keeping an origin map."""
+    if text.isascii():
+        return Normalized(text.lower(), tuple(range(len(text))))
+    chars: list[str] = []
+    origin: list[int] = []
+    for i, ch in enumerate(text):
+        folded = fold_char(ch)
+        chars.append(folded)
+        origin.extend([i] * len(folded))
+    return Normalized("".join(chars), tuple(origin))

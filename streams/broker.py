@@ -1,0 +1,236 @@
+"""A real single-node Apache Kafka (KRaft) on 127.0.0.1, run from the jars Maven fetches into streams/broker/lib."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas.topics import TOPICS, Topic
+
+BROKER_DIR = Path(__file__).resolve().parent / "broker"
+LIB_DIR = BROKER_DIR / "lib"
+
+
+class BrokerError(RuntimeError):
+    """The broker could not be fetched, formatted or started."""
+
+
+def fetch_jars(lib_dir: Path = LIB_DIR) -> Path:
+    """Resolve the Kafka jars from Maven Central once (mvn's ~/.m2 cache makes later calls fast)."""
+    if any(lib_dir.glob("kafka_2.13-*.jar")):
+        return lib_dir
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise BrokerError("Maven (mvn) is not installed; it fetches the Kafka jars (apt-get install maven)")
+    proc = subprocess.run([mvn, "-q", "-B", "-f", str(BROKER_DIR / "pom.xml"), "dependency:copy-dependencies",
+                           f"-DoutputDirectory={lib_dir}"], capture_output=True, text=True)
+    if proc.returncode != 0 or not any(lib_dir.glob("kafka_2.13-*.jar")):
+        raise BrokerError(f"mvn could not fetch the Kafka jars:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    return lib_dir
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+LOG4J = """\
+log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.RollingFileAppender
+log4j.appender.file.File={log}
+log4j.appender.file.MaxFileSize=20MB
+log4j.appender.file.MaxBackupIndex=2
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.org.apache.kafka.controller=INFO
+log4j.logger.state.change.logger=WARN
+"""
+
+
+@dataclass
+class LocalKafka:
+    """One broker+controller process; everything it writes lives under `home`."""
+
+    home: Path
+    port: int
+    heap: str = "512m"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "kafka.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "logs" / "server.log"
+
+    def _properties(self, controller_port: int) -> str:
+        data = self.home / "data"
+        return "\n".join([
+            "process.roles=broker,controller", "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names=CONTROLLER", "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={data}",
+            # single node: internal topics cannot have more replicas than brokers, or transactions never start
+            "offsets.topic.replication.factor=1", "offsets.topic.num.partitions=3",
+            "transaction.state.log.replication.factor=1", "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=3", "min.insync.replicas=1", "default.replication.factor=1",
+            "num.partitions=3", "group.initial.rebalance.delay.ms=0", "auto.create.topics.enable=true",
+            "log.retention.check.interval.ms=300000", "num.network.threads=2", "num.io.threads=2",
+            "background.threads=2", "log.cleaner.threads=1", "transaction.remove.expired.transaction.cleanup.interval.ms=60000",
+            "",
+        ])
+
+    def _controller_port(self) -> int:
+        props = self.home / "server.properties"
+        if props.exists():
+            for line in props.read_text().splitlines():
+                if line.startswith("controller.quorum.voters="):
+                    return int(line.rsplit(":", 1)[1])
+        return free_port()
+
+    def pid(self) -> int | None:
+        """The broker's pid if its process is alive."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            os.kill(pid, 0)
+        except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+            return None
+        return pid
+
+    def running(self) -> bool:
+        return self.pid() is not None and port_open(self.port)
+
+    def start(self, timeout: float = 90.0) -> "LocalKafka":
+        """Start the broker unless it already runs; format storage the first time. Returns when it serves."""
+        if self.running():
+            return self
+        if self.pid() is None and port_open(self.port):
+            raise BrokerError(f"port {self.port} is taken by another process")
+        lib = fetch_jars()
+        java = shutil.which("java")
+        if not java:
+            raise BrokerError("Java 17 is not installed (apt-get install openjdk-17-jre-headless)")
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "logs").mkdir(exist_ok=True)
+        props = self.home / "server.properties"
+        props.write_text(self._properties(self._controller_port()))
+        log4j = self.home / "log4j.properties"
+        log4j.write_text(LOG4J.format(log=self.log_file))
+        cp = f"{lib}/*"
+        jvm = [java, f"-Xmx{self.heap}", f"-Xms{min(128, int(self.heap.rstrip('m')))}m", "-XX:+UseSerialGC",
+               "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true",
+               f"-Dlog4j.configuration=file:{log4j}", f"-Dkafka.logs.dir={self.home / 'logs'}", "-cp", cp]
+        if not (self.home / "data" / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            proc = subprocess.run(jvm + ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
+                                         "--ignore-formatted"], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise BrokerError(f"formatting KRaft storage failed: {proc.stderr[-2000:] or proc.stdout[-2000:]}")
+        out = open(self.home / "logs" / "kafka.out", "ab")
+        proc = subprocess.Popen(jvm + ["kafka.Kafka", str(props)], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        out.close()
+        self.pid_file.write_text(str(proc.pid))
+        self._wait_ready(proc, timeout)
+        return self
+
+    def _wait_ready(self, proc: subprocess.Popen, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BrokerError(f"Kafka exited with {proc.returncode}; see {self.log_file}")
+            if port_open(self.port) and asyncio.run(self._metadata_ok()):
+                return
+            time.sleep(0.5)
+        self.stop()
+        raise BrokerError(f"Kafka did not become ready within {timeout:.0f}s; see {self.log_file}")
+
+    async def _metadata_ok(self) -> bool:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return True
+        except Exception:  # not ready yet: any connection/metadata error means "try again"
+            return False
+        finally:
+            await admin.close()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM for a controlled shutdown, SIGKILL if it does not finish in time. Idempotent."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.2)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            while _alive(pid):
+                time.sleep(0.1)
+        self.pid_file.unlink(missing_ok=True)
+
+    def ensure_topics(self, topics: dict[str, Topic] | None = None) -> list[str]:
+        """Create the registry's topics that do not exist yet; returns the names created."""
+        return asyncio.run(ensure_topics(self.bootstrap, topics or TOPICS))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def ensure_topics(bootstrap: str, topics: dict[str, Topic]) -> list[str]:
+    """Create missing topics with their partitions and retention (-1 keeps forever)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics.values() if t.name not in existing]
+        if missing:
+            await admin.create_topics([
+                NewTopic(t.name, num_partitions=t.partitions, replication_factor=1,
+                         topic_configs={"retention.ms": str(t.retention_ms),
+                                        **({"retention.bytes": "-1"} if t.retention_ms == -1 else {})})
+                for t in missing])
+        return [t.name for t in missing]
+    finally:
+        await admin.close()
