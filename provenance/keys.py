@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,9 +48,22 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def generate_test_ca(keys_dir: Path, days: int = 3650, overwrite: bool = False) -> KeyPaths:
     """Write a P-256 test CA and a CA-signed end-entity certificate for C2PA signing; return their paths."""
+    import fcntl
+
     paths = KeyPaths.in_dir(keys_dir)
     if paths.exist() and not overwrite:
         return paths
+    Path(keys_dir).mkdir(parents=True, exist_ok=True)
+    # Several processes (publisher, verifier, CLI) may start at once on a fresh machine: one generates, all share.
+    with open(Path(keys_dir) / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if paths.exist() and not overwrite:
+            return paths
+        _write_test_ca(Path(keys_dir), paths, days)
+    return paths
+
+
+def _write_test_ca(keys_dir: Path, paths: KeyPaths, days: int) -> None:
     now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("Hallmark Development Test CA")
@@ -83,11 +97,16 @@ def generate_test_ca(keys_dir: Path, days: int = 3650, overwrite: bool = False) 
         .sign(ca_key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM
-    Path(keys_dir).mkdir(parents=True, exist_ok=True)
-    (Path(keys_dir) / "ca.key.pem").write_bytes(_pem_key(ca_key))
-    paths.trust_anchors.write_bytes(ca_cert.public_bytes(pem))
-    paths.cert_chain.write_bytes(ee_cert.public_bytes(pem) + ca_cert.public_bytes(pem))
-    paths.private_key.write_bytes(_pem_key(ee_key))
-    for secret in (paths.private_key, Path(keys_dir) / "ca.key.pem"):
-        secret.chmod(0o600)
-    return paths
+    _write(keys_dir / "ca.key.pem", _pem_key(ca_key), secret=True)
+    _write(paths.trust_anchors, ca_cert.public_bytes(pem))
+    _write(paths.private_key, _pem_key(ee_key), secret=True)
+    _write(paths.cert_chain, ee_cert.public_bytes(pem) + ca_cert.public_bytes(pem))  # last: `exist()` checks it
+
+
+def _write(path: Path, data: bytes, secret: bool = False) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(b"")
+    if secret:
+        tmp.chmod(0o600)  # before the key is in it
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -19,9 +19,11 @@ LEET: dict[str, str] = {
 }
 _WORD = "a-z0-9"
 _GAP = f"[^{_WORD}]*"  # between the words of a multi-word term: any spacing, or none ("childporn")
-_SEP = f"[^{_WORD}]{{1,3}}"  # between the letters of a spaced-out word
+_SEP = f"[^{_WORD}]{{1,3}}?"  # between the letters of a spaced-out word (lazy: leave look-alikes to letters)
 _BEFORE = f"(?<![{_WORD}])"
-_AFTER = f"(?![{_WORD}])"
+_LEET_MARKS = re.escape("".join(sorted({c for v in LEET.values() for c in v if not c.isalnum()})))
+# A word ends where no letter follows, nor a look-alike mark that a letter follows ("kidd!e" is one word).
+_AFTER = f"(?![{_WORD}]|[{_LEET_MARKS}]+[{_WORD}])"
 
 
 def _letter(ch: str) -> str:
@@ -30,8 +32,8 @@ def _letter(ch: str) -> str:
 
 
 def term_key(term: str) -> str:
-    """Canonical form of a list term: normalised, single-spaced."""
-    return " ".join(normalize(term).text.split())
+    """Canonical form of a list term: normalised, punctuation as spaces, single-spaced."""
+    return " ".join(re.sub(r"[^a-z0-9]+", " ", normalize(term).text).split())
 
 
 def _compact_atoms(key: str) -> list[str]:
@@ -39,11 +41,9 @@ def _compact_atoms(key: str) -> list[str]:
     for word_i, word in enumerate(key.split(" ")):
         if word_i:
             atoms.append(_GAP)
-        prev = ""
-        for ch in word:
-            if ch != prev:  # "kill" -> k+i+l+ : doubled letters collapse, any repeat is accepted
-                atoms.append(_letter(ch) + "+")
-            prev = ch
+        for run in re.finditer(r"(.)\1*", word):  # "kill" -> k+ i+ l{2,}: stretched letters still match
+            n = len(run.group())
+            atoms.append(_letter(run.group(1)) + ("+" if n == 1 else f"{{{n},}}"))
     return atoms
 
 
@@ -82,11 +82,11 @@ class TermMatcher:
                 forms = [_compact_atoms(key)]
                 if len(key.replace(" ", "")) >= 3:
                     forms.append(_spaced_atoms(key))
-                for atoms in forms:
+                for form, atoms in enumerate(forms):
                     node = trie
                     for atom in atoms:
                         node = node.setdefault(atom, {})
-                    node.setdefault(None, set()).add((leaf, prefix))
+                    node.setdefault(None, set()).add((leaf, form, prefix))
         self._regex = re.compile(_BEFORE + _emit(trie)) if trie else None
 
     def find(self, text: str) -> list[TermHit]:
@@ -95,7 +95,7 @@ class TermMatcher:
         norm = normalize(text)
         hits: list[TermHit] = []
         for m in self._regex.finditer(norm.text):
-            leaf = int(m.lastgroup[1:])
+            leaf = int(m.lastgroup[1:].split("_")[0])
             span = norm.span_in_source(m.start(), m.end())
             hits.extend(TermHit(s, t, span) for s, t in self._owners[leaf])
         return hits
@@ -103,8 +103,8 @@ class TermMatcher:
 
 def _emit(node: dict) -> str:
     parts = [atom + _emit(child) for atom, child in node.items() if atom is not None]
-    for leaf, prefix in sorted(node.get(None, ())):
-        parts.append((f"[{_WORD}]*" if prefix else _AFTER) + f"(?P<t{leaf}>)")
+    for leaf, form, prefix in sorted(node.get(None, ())):
+        parts.append((f"[{_WORD}]*" if prefix else _AFTER) + f"(?P<t{leaf}_{form}>)")
     return parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
 
 
@@ -132,13 +132,19 @@ ALLOW_SET = "allow"  # phrases that clear the hits they overlap ("naked mole rat
 class LexicalGate:
     """Term sets + rules -> findings for one prompt. Pure, no models: microseconds per prompt."""
 
-    def __init__(self, sets: dict[str, tuple[str, ...]], rules: tuple[LexicalRule, ...]):
+    def __init__(self, sets: dict[str, tuple[str, ...]], rules: tuple[LexicalRule, ...],
+                 matcher: TermMatcher | None = None):
         for rule in rules:
             missing = [s for s in rule.all_of if s not in sets]
             if missing:
                 raise ValueError(f"lexical rule {rule.id!r} names unknown term sets {missing}")
+        self.sets = sets
         self.rules = rules
-        self.matcher = TermMatcher(sets)
+        self.matcher = matcher or TermMatcher(sets)
+
+    def with_rules(self, rules: tuple[LexicalRule, ...]) -> LexicalGate:
+        """Same compiled terms, other rules (a region's overrides change actions, not terms)."""
+        return LexicalGate(self.sets, rules, self.matcher)
 
     def findings(self, text: str) -> list[LexicalFinding]:
         hits = self.matcher.find(text)

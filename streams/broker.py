@@ -97,9 +97,9 @@ class LocalKafka:
             "offsets.topic.replication.factor=1", "offsets.topic.num.partitions=3",
             "transaction.state.log.replication.factor=1", "transaction.state.log.min.isr=1",
             "transaction.state.log.num.partitions=3", "min.insync.replicas=1", "default.replication.factor=1",
-            "num.partitions=3", "group.initial.rebalance.delay.ms=0", "auto.create.topics.enable=true",
+            "num.partitions=3", "group.initial.rebalance.delay.ms=0", "auto.create.topics.enable=false",
             "log.retention.check.interval.ms=300000", "num.network.threads=2", "num.io.threads=2",
-            "background.threads=2", "log.cleaner.threads=1", "transaction.remove.expired.transaction.cleanup.interval.ms=60000",
+            "background.threads=2", "log.cleaner.threads=1",
             "",
         ])
 
@@ -145,8 +145,8 @@ class LocalKafka:
                f"-Dlog4j.configuration=file:{log4j}", f"-Dkafka.logs.dir={self.home / 'logs'}", "-cp", cp]
         if not (self.home / "data" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            proc = subprocess.run(jvm + ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
-                                         "--ignore-formatted"], capture_output=True, text=True)
+            proc = subprocess.run(jvm + ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
+                                         "-c", str(props), "--ignore-formatted"], capture_output=True, text=True)
             if proc.returncode != 0:
                 raise BrokerError(f"formatting KRaft storage failed: {proc.stderr[-2000:] or proc.stdout[-2000:]}")
         out = open(self.home / "logs" / "kafka.out", "ab")
@@ -234,3 +234,33 @@ async def ensure_topics(bootstrap: str, topics: dict[str, Topic]) -> list[str]:
         return [t.name for t in missing]
     finally:
         await admin.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m streams.broker fetch|ensure-topics` — for setup scripts and containers."""
+    import argparse
+
+    from hallmark.config import Settings
+
+    parser = argparse.ArgumentParser(prog="python -m streams.broker", description=main.__doc__)
+    parser.add_argument("action", choices=("fetch", "ensure-topics"))
+    args = parser.parse_args(argv)
+    if args.action == "fetch":
+        print(f"Kafka jars in {fetch_jars()}")
+        return 0
+    bootstrap = Settings().kafka_bootstrap
+    deadline = time.monotonic() + 120
+    while True:  # in compose the broker may still be starting
+        try:
+            created = asyncio.run(ensure_topics(bootstrap, TOPICS))
+            break
+        except Exception as exc:  # connection refused / not ready yet
+            if time.monotonic() > deadline:
+                raise BrokerError(f"cannot create topics on {bootstrap}: {exc}") from None
+            time.sleep(2)
+    print(f"topics on {bootstrap}: created {', '.join(created) or 'none (all existed)'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

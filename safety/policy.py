@@ -1,0 +1,136 @@
+"""Versioned policy packs: term sets, lexical rules, embedding clusters, image thresholds, per-region overrides."""
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from .lexical import LexicalRule
+from .verdict import Decision
+
+DEFAULT_PACK = Path(__file__).parent / "packs" / "default.toml"
+PROMPT_CATEGORIES = ("csam", "ncii", "violence", "extremism", "self_harm", "hate")
+IMAGE_CATEGORIES = ("csam", "ncii", "sexual", "protected_person")
+BENIGN_ANCHOR = "benign"  # clusters of this category are contrast anchors: they never fire, they discount others
+
+
+class PolicyError(ValueError):
+    """The policy pack file is missing, malformed or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One prohibited-intent cluster: exemplar prompts and the similarity bands that review or block."""
+
+    id: str
+    category: str
+    review: float
+    block: float
+    exemplars: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    """Dual thresholds for image checks. Sexual scores are probabilities; face distances are 128-d L2 distances."""
+
+    sexual_review: float = 0.45
+    sexual_block: float = 0.85
+    face_review: float = 0.5  # distance to a protected face at or below this -> review
+    face_block: float = 0.42  # ... at or below this -> block
+    face_with_sexual: Decision = Decision.BLOCK  # zero tolerance: any face in a sexual-review-band image
+    gallery: str | None = None  # path of the protected-person gallery (.npz), relative to the pack file
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_prompt_chars: int = 10_000
+    max_image_pixels: int = 40_000_000
+    min_image_side: int = 16
+
+
+@dataclass(frozen=True)
+class RegionPolicy:
+    """The pack resolved for one region: what a gate actually applies."""
+
+    pack_id: str
+    version: str
+    region: str
+    rules: tuple[LexicalRule, ...]
+    clusters: tuple[Cluster, ...]
+    image: ImagePolicy
+    limits: Limits
+
+
+@dataclass(frozen=True)
+class PolicyPack:
+    id: str
+    version: str
+    term_sets: Mapping[str, tuple[str, ...]]
+    rules: tuple[LexicalRule, ...]
+    clusters: tuple[Cluster, ...]
+    image: ImagePolicy
+    limits: Limits
+    regions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    source: Path | None = None
+
+    def for_region(self, region: str = "default") -> RegionPolicy:
+        """Apply the region's overrides (cluster thresholds by id or category, rule actions, image thresholds)."""
+        if region != "default" and region not in self.regions:
+            raise PolicyError(f"policy pack {self.id}@{self.version} has no region {region!r}")
+        over = self.regions.get(region, {})
+        cl_over = over.get("clusters", {})
+        clusters = tuple(
+            replace(c, **{**cl_over.get(c.category, {}), **cl_over.get(c.id, {})}) for c in self.clusters
+        )
+        actions = over.get("rule_actions", {})
+        rules = tuple(replace(r, action=Decision(actions[r.id])) if r.id in actions else r for r in self.rules)
+        image = replace(self.image, **over.get("image", {}))
+        if "face_with_sexual" in over.get("image", {}):
+            image = replace(image, face_with_sexual=Decision(image.face_with_sexual))
+        return RegionPolicy(self.id, self.version, region, rules, clusters, image, self.limits)
+
+
+def load_pack(path: str | Path | None = None) -> PolicyPack:
+    """Read a pack from .toml or .json; default: the pack shipped in safety/packs/."""
+    p = Path(path) if path else DEFAULT_PACK
+    try:
+        raw = p.read_bytes()
+        data = json.loads(raw) if p.suffix == ".json" else tomllib.loads(raw.decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PolicyError(f"cannot read policy pack {p}: {exc}") from exc
+    try:
+        return _parse(data, p)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PolicyError(f"policy pack {p}: {type(exc).__name__}: {exc}") from exc
+
+
+def _parse(data: dict, source: Path) -> PolicyPack:
+    lex = data.get("lexical", {})
+    sets = {name: tuple(terms) for name, terms in lex.get("sets", {}).items()}
+    rules = tuple(
+        LexicalRule(r["id"], r["category"], Decision(r["action"]), tuple(r["all_of"])) for r in lex.get("rules", ())
+    )
+    clusters = tuple(
+        Cluster(c["id"], c["category"], float(c.get("review", 1.0)), float(c.get("block", 1.0)), tuple(c["exemplars"]))
+        for c in data.get("clusters", ())
+    )
+    for c in clusters:
+        if c.category not in PROMPT_CATEGORIES + (BENIGN_ANCHOR,) or not c.exemplars or c.block < c.review:
+            raise ValueError(f"cluster {c.id!r}: unknown category, no exemplars, or block < review")
+    for r in rules:
+        if r.category not in PROMPT_CATEGORIES:
+            raise ValueError(f"rule {r.id!r}: unknown category {r.category!r}")
+    img = dict(data.get("image", {}))
+    if "face_with_sexual" in img:
+        img["face_with_sexual"] = Decision(img["face_with_sexual"])
+    if img.get("gallery"):
+        img["gallery"] = str((source.parent / img["gallery"]).resolve())
+    regions = {name: MappingProxyType(dict(v)) for name, v in data.get("regions", {}).items()}
+    return PolicyPack(
+        id=str(data["id"]), version=str(data["version"]), term_sets=MappingProxyType(sets), rules=rules,
+        clusters=clusters, image=ImagePolicy(**img), limits=Limits(**data.get("limits", {})),
+        regions=MappingProxyType(regions), source=source,
+    )

@@ -1,0 +1,122 @@
+"""Prompt gate: input checks, then the lexical gate, then (for what lexical did not block) the embedding clusters."""
+from __future__ import annotations
+
+import threading
+from typing import Sequence
+
+import numpy as np
+
+from .embedding import ClusterIndex, Encoder, EncoderConfig
+from .inputs import as_text, prompt_problem
+from .lexical import LexicalFinding, LexicalGate
+from .policy import BENIGN_ANCHOR, Cluster, PolicyPack, RegionPolicy
+from .verdict import Decision, Verdict
+
+SEVERITY = {Decision.ALLOW: 0, Decision.REVIEW: 1, Decision.BLOCK: 2}
+
+
+def lexical_verdict(rp: RegionPolicy, findings: list[LexicalFinding]) -> Verdict | None:
+    """The most severe lexical finding as a verdict (None when nothing matched)."""
+    if not findings:
+        return None
+    findings = sorted(findings, key=lambda f: -SEVERITY[f.action])
+    top = findings[0]
+    cats = tuple(dict.fromkeys(f.category for f in findings if f.action == top.action))
+    reasons = tuple(
+        f"rule={f.rule} action={f.action.value} spans=" + ",".join(f"{a}-{b}" for a, b in f.spans) for f in findings
+    )
+    return Verdict(top.action, "lexical", rp.pack_id, rp.version, cats, 1.0, reasons)
+
+
+def contrast(clusters: Sequence[Cluster], sims: np.ndarray) -> np.ndarray:
+    """Similarities discounted by benign anchors: s - max(0, b - s), b the best benign-anchor similarity.
+
+    A prompt nearer to a benign anchor ("a suicide prevention hotline poster") than to a prohibited cluster loses
+    that difference; anchor columns come back as -1. Works on one row (n_clusters,) or a batch (n, n_clusters).
+    """
+    anchor = np.array([c.category == BENIGN_ANCHOR for c in clusters], bool)
+    out = np.array(sims, np.float32, copy=True)
+    if anchor.any():
+        b = out[..., anchor].max(axis=-1, keepdims=True)
+        out = out - np.maximum(0.0, b - out)
+    out[..., anchor] = -1.0
+    return out
+
+
+def embedding_verdict(rp: RegionPolicy, sims: np.ndarray) -> Verdict:
+    """Per-cluster bands on contrasted similarity: >= block -> block, >= review -> review; most severe decides."""
+    adj = contrast(rp.clusters, sims)
+    best: tuple[int, float, Cluster, float] | None = None
+    for c, s, raw in zip(rp.clusters, adj.tolist(), sims.tolist()):
+        if c.category == BENIGN_ANCHOR:
+            continue
+        level = 2 if s >= c.block else 1 if s >= c.review else 0
+        if best is None or (level, s) > (best[0], best[1]):
+            best = (level, s, c, raw)
+    if best is None:
+        return Verdict(Decision.ALLOW, "embedding", rp.pack_id, rp.version, (), None, ("no clusters in pack",))
+    level, s, c, raw = best
+    decision = (Decision.ALLOW, Decision.REVIEW, Decision.BLOCK)[level]
+    cats = (c.category,) if level else ()
+    reason = f"cluster={c.id} similarity={s:.3f} raw={raw:.3f} review>={c.review:.3f} block>={c.block:.3f}"
+    return Verdict(decision, "embedding", rp.pack_id, rp.version, cats, round(s, 4), (reason,))
+
+
+class LayeredPromptGate:
+    """The prompt gate behind `FailClosed`: heavy pieces are built once, on the first `load()`."""
+
+    def __init__(self, pack: PolicyPack, use_embedding: bool = True, encoder: EncoderConfig = EncoderConfig()):
+        self.pack = pack
+        self.pack_id, self.pack_version = pack.id, pack.version
+        self.use_embedding = use_embedding
+        self._encoder_config = encoder
+        self._lock = threading.Lock()
+        self._lexical: LexicalGate | None = None
+        self._clusters: ClusterIndex | None = None
+        self._regions: dict[str, tuple[RegionPolicy, LexicalGate]] = {}
+
+    def load(self) -> None:
+        with self._lock:
+            if self._lexical is None:
+                self._lexical = LexicalGate(dict(self.pack.term_sets), self.pack.rules)
+            if self.use_embedding and self._clusters is None:
+                self._clusters = ClusterIndex(Encoder(self._encoder_config), self.pack.clusters)
+
+    def similarities(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, n clusters) similarity of each text to each cluster of the pack (for calibration and tools)."""
+        self.load()
+        if self._clusters is None:
+            raise RuntimeError("this prompt gate was built without the embedding stage")
+        return self._clusters.similarities(texts)
+
+    def region(self, region: str) -> tuple[RegionPolicy, LexicalGate]:
+        if region not in self._regions:
+            rp = self.pack.for_region(region)
+            self._regions[region] = (rp, self._lexical.with_rules(rp.rules))
+        return self._regions[region]
+
+    def screen(self, prompts: Sequence[str], region: str = "default") -> list[Verdict]:
+        self.load()
+        rp, lexical = self.region(region)
+        verdicts: list[Verdict | None] = [None] * len(prompts)
+        pending: list[tuple[int, str, Verdict | None]] = []
+        for i, prompt in enumerate(prompts):
+            problem = prompt_problem(prompt, rp.limits)
+            if problem:
+                verdicts[i] = Verdict(Decision.REVIEW, "input", rp.pack_id, rp.version, (), None, (problem,))
+                continue
+            text = as_text(prompt)
+            lex = lexical_verdict(rp, lexical.findings(text))
+            if lex is not None and lex.decision == Decision.BLOCK:
+                verdicts[i] = lex
+            else:
+                pending.append((i, text, lex))
+        if pending and self._clusters is not None:
+            sims = self._clusters.similarities([t for _, t, _ in pending])
+            for (i, _, lex), row in zip(pending, sims):
+                emb = embedding_verdict(rp, row)
+                verdicts[i] = lex if lex is not None and SEVERITY[lex.decision] >= SEVERITY[emb.decision] else emb
+        else:
+            for i, _, lex in pending:
+                verdicts[i] = lex or Verdict(Decision.ALLOW, "lexical", rp.pack_id, rp.version)
+        return verdicts

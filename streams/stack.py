@@ -1,0 +1,174 @@
+"""The local stack as processes: the broker, one process per stage, the web servers. Pid files under var/run."""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hallmark.config import Settings
+from schemas.topics import TOPICS
+from streams.broker import LocalKafka, ensure_topics, port_open
+from streams.run import STAGES
+
+
+@dataclass(frozen=True)
+class Ports:
+    api: int = field(default_factory=lambda: int(os.environ.get("HALLMARK_API_PORT", "8080")))
+    verify: int = field(default_factory=lambda: int(os.environ.get("HALLMARK_VERIFY_PORT", "8090")))
+    review: int = field(default_factory=lambda: int(os.environ.get("HALLMARK_REVIEW_PORT", "8091")))
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    argv: tuple[str, ...]
+    port: int | None = None  # web servers: ready when it listens
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}" if self.port else ""
+
+
+def hallmark_argv(*args: str) -> tuple[str, ...]:
+    """`hallmark …` with this interpreter (`python -m hallmark.cli` would load the CLI module twice)."""
+    return (sys.executable, "-c", "import sys; from hallmark.cli import main; sys.exit(main())", *args)
+
+
+def web_services(ports: Ports) -> list[Service]:
+    services = [Service("api", (sys.executable, "-m", "streams.api", "--port", str(ports.api)), ports.api),
+                Service("verify", hallmark_argv("provenance", "serve", "--port", str(ports.verify)), ports.verify)]
+    if importlib.util.find_spec("review_ui.cli") is not None:  # the reviewer console, once it exists
+        services.append(Service("review", hallmark_argv("review", "serve", "--port", str(ports.review)), ports.review))
+    return services
+
+
+def stage_services() -> list[Service]:
+    return [Service(name, (sys.executable, "-m", "streams.run", name)) for name in STAGES]
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    ports: Ports = field(default_factory=Ports)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.settings.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.settings.home / "logs"
+
+    def kafka(self) -> LocalKafka:
+        host, port = self.settings.kafka_bootstrap.rsplit(":", 1)
+        if host not in ("127.0.0.1", "localhost"):
+            raise ValueError(f"HALLMARK_KAFKA={self.settings.kafka_bootstrap} is not local; start that broker yourself")
+        return LocalKafka(self.settings.home / "kafka", int(port))
+
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        return {**os.environ, "HALLMARK_HOME": str(s.home), "HALLMARK_KAFKA": s.kafka_bootstrap,
+                "HALLMARK_DATABASE_URL": s.database_url, "HALLMARK_MODEL_DIR": s.model_dir,
+                "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+
+    def pid(self, name: str) -> int | None:
+        try:
+            pid = int((self.run_dir / f"{name}.pid").read_text())
+            os.kill(pid, 0)
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            return None
+        return pid
+
+    def start(self, service: Service) -> bool:
+        """Start one process unless it runs already; False when it was running."""
+        if self.pid(service.name):
+            return False
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / f"{service.name}.ready").unlink(missing_ok=True)
+        with open(self.log_dir / f"{service.name}.log", "ab") as log:
+            proc = subprocess.Popen(service.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=self.env(), start_new_session=True)
+        (self.run_dir / f"{service.name}.pid").write_text(str(proc.pid))
+        return True
+
+    def ready(self, service: Service) -> bool:
+        if service.port:
+            return port_open(service.port)
+        return (self.run_dir / f"{service.name}.ready").exists()
+
+    def wait_ready(self, services: list[Service], timeout: float = 180.0) -> list[str]:
+        """Names of the services not ready (or dead) when the timeout ran out."""
+        deadline = time.monotonic() + timeout
+        waiting = list(services)
+        while waiting and time.monotonic() < deadline:
+            waiting = [s for s in waiting if not self.ready(s) and self.pid(s.name)]
+            if waiting:
+                time.sleep(0.3)
+        return [s.name for s in services if not self.ready(s)]
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 20.0) -> bool:
+        """Stop one process (SIGKILL after `timeout`); False when it was not running."""
+        pid = self.pid(name)
+        if pid is None:
+            (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+            return False
+        os.killpg(pid, sig)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+            while _alive(pid):
+                time.sleep(0.05)
+        (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+        (self.run_dir / f"{name}.ready").unlink(missing_ok=True)
+        return True
+
+    def up(self, stages: list[Service] | None = None, web: list[Service] | None = None,
+           with_kafka: bool = True) -> dict[str, str]:
+        """Broker, topics, stages, web servers; idempotent. Returns name → where it listens / what it is."""
+        where = {}
+        if with_kafka:
+            kafka = self.kafka().start()
+            where["kafka"] = kafka.bootstrap
+        asyncio.run(ensure_topics(self.settings.kafka_bootstrap, TOPICS))
+        stages = stage_services() if stages is None else stages
+        web = web_services(self.ports) if web is None else web
+        for service in stages + web:
+            self.start(service)
+        late = self.wait_ready(stages + web)
+        if late:
+            raise RuntimeError(f"not ready: {', '.join(late)}; see {self.log_dir}/<name>.log")
+        where.update({s.name: s.url() or f"stage (consumer group hallmark-{s.name})" for s in stages + web})
+        return where
+
+    def down(self, with_kafka: bool = True) -> list[str]:
+        """Stop everything this stack started (web servers and stages first, the broker last)."""
+        stopped = []
+        for name in [s.name for s in web_services(self.ports)] + list(STAGES):
+            if self.stop(name):
+                stopped.append(name)
+        kafka = self.kafka()
+        if with_kafka and kafka.pid():
+            kafka.stop()
+            stopped.append("kafka")
+        return stopped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

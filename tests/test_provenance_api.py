@@ -1,0 +1,204 @@
+"""Verification API and CLI: issue 5 acceptance items 1–3 (item 4, through the broker, is in the streams tests)."""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from hallmark.config import Settings
+from provenance.api import create_app
+from provenance.images import encode_png
+from provenance.publisher import ProvenanceConfig, Publisher
+from provenance.registry import AssetRegistry
+from provenance.verify import Verifier
+
+CREATED = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
+
+
+def photo(name: str, size: int = 256) -> np.ndarray:
+    import skimage.data
+
+    im = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+    side = min(im.size)
+    return np.asarray(im.crop((0, 0, side, side)).resize((size, size), Image.LANCZOS))
+
+
+def shapes(seed: int) -> np.ndarray:
+    from generator.shapes.dataset import make_example
+    from generator.shapes.render import upscale
+
+    return upscale(make_example(np.random.default_rng(seed))[0], 256)
+
+
+def reencode(data: bytes, fmt: str, **kw) -> bytes:
+    out = io.BytesIO()
+    Image.open(io.BytesIO(data)).convert("RGB").save(out, format=fmt, **kw)
+    return out.getvalue()
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A published photo and a published shapes render, registered as the `assets` projection would."""
+    home = tmp_path_factory.mktemp("home")
+    config = ProvenanceConfig.from_settings(Settings(home=home), env={})
+    publisher, registry = Publisher(config), AssetRegistry(config.db_url)
+    assets = {}
+    for asset_id, rgb in (("photo-1", photo("astronaut")), ("shapes-1", shapes(11))):
+        a = publisher.publish(encode_png(rgb), asset_id, "shapes-ldm-v1", "policy-2025-06")
+        registry.upsert(asset_id=a.asset_id, sha256=a.sha256, watermark_payload=a.watermark_payload,
+                        manifest_label=a.manifest_label, model_id="shapes-ldm-v1", policy_version="policy-2025-06",
+                        width=a.width, height=a.height, created_at=CREATED, phash=a.phash)
+        assets[asset_id] = open(a.path, "rb").read()
+    return config, assets
+
+
+@pytest.fixture(scope="module")
+def client(env):
+    config, _ = env
+    return TestClient(create_app(config))
+
+
+def post(client, data: bytes, ctype: str = "image/png"):
+    return client.post("/v1/verify", content=data, headers={"content-type": ctype})
+
+
+def test_published_image_verifies_on_all_three_signals(client, env):
+    r = post(client, env[1]["photo-1"])
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) == {"c2pa", "watermark", "registry"}
+    assert body["c2pa"]["present"] and body["c2pa"]["valid"] and body["c2pa"]["trusted"]
+    assert "Hallmark Development Signer" in body["c2pa"]["signer"] and body["c2pa"]["errors"] == []
+    assert body["c2pa"]["claim_generator"].startswith("hallmark")
+    assert body["watermark"] == {"detected": True, "payload": body["watermark"]["payload"], "bit_agreement": 1.0}
+    assert body["registry"] == {"match": True, "asset_id": "photo-1", "created_at": CREATED.isoformat(),
+                                "model_id": "shapes-ldm-v1", "policy_version": "policy-2025-06", "method": "sha256",
+                                "phash_distance": None}
+    assert "tenant" not in r.text and "requester" not in r.text
+
+
+@pytest.mark.parametrize("asset_id", ["photo-1", "shapes-1"])
+def test_stripped_metadata_is_still_identified_by_the_watermark(client, env, asset_id):
+    stripped = reencode(env[1][asset_id], "PNG")
+    body = post(client, stripped).json()
+    assert not body["c2pa"]["present"]
+    assert body["watermark"]["detected"] and body["watermark"]["bit_agreement"] == 1.0
+    assert body["registry"]["match"] and body["registry"]["asset_id"] == asset_id
+    assert body["registry"]["method"] == "watermark"
+
+
+@pytest.mark.parametrize("asset_id", ["photo-1", "shapes-1"])
+def test_jpeg_q75_is_identified_by_watermark_or_perceptual_hash(client, env, asset_id):
+    body = post(client, reencode(env[1][asset_id], "JPEG", quality=75), "image/jpeg").json()
+    assert body["registry"]["match"] and body["registry"]["asset_id"] == asset_id
+    assert body["registry"]["method"] in ("watermark", "perceptual_hash")
+    assert body["registry"]["method"] == "watermark" or body["registry"]["phash_distance"] <= 8
+
+
+@pytest.mark.parametrize("asset_id", ["photo-1", "shapes-1"])
+def test_cropped_image_is_identified_by_the_watermark(client, env, asset_id):
+    im = Image.open(io.BytesIO(env[1][asset_id])).convert("RGB")
+    buf = io.BytesIO()
+    im.crop((13, 13, 243, 243)).save(buf, format="PNG")
+    body = post(client, buf.getvalue()).json()
+    assert body["watermark"]["detected"] and body["watermark"]["bit_agreement"] == 1.0
+    assert body["registry"]["asset_id"] == asset_id and body["registry"]["method"] == "watermark"
+
+
+@pytest.mark.parametrize("rgb", [lambda: photo("coffee"), lambda: shapes(12)], ids=["photo", "shapes"])
+def test_unrelated_image_gets_no_match_and_chance_agreement(client, rgb):
+    body = post(client, encode_png(rgb())).json()
+    assert not body["c2pa"]["present"] and not body["registry"]["match"]
+    assert not body["watermark"]["detected"] and 0.25 <= body["watermark"]["bit_agreement"] <= 0.75
+
+
+def test_multipart_upload_is_accepted(client, env):
+    r = client.post("/v1/verify", files={"file": ("x.png", env[1]["shapes-1"], "image/png")})
+    assert r.status_code == 200 and r.json()["registry"]["asset_id"] == "shapes-1"
+
+
+def _png_of_size(w: int, h: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("1", (w, h)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("case,status", [
+    ("text", 415), ("json_type", 415), ("no_type", 415), ("truncated", 422), ("empty", 422), ("garbage_png", 422),
+    ("bomb", 413), ("huge_bomb", 413), ("too_big", 413), ("form_without_file", 422), ("broken_form", 422),
+])
+def test_bad_input_is_answered_with_a_reason(env, case, status):
+    config, assets = env
+    small = ProvenanceConfig(**{**config.__dict__, "max_upload_bytes": 2_000_000})
+    client = TestClient(create_app(small))
+    png = assets["photo-1"]
+    requests = {
+        "text": lambda: post(client, b"hello, I am not an image", "image/png"),
+        "json_type": lambda: post(client, b'{"a": 1}', "application/json"),
+        "no_type": lambda: client.post("/v1/verify", content=png),
+        "truncated": lambda: post(client, png[: len(png) // 2]),
+        "empty": lambda: post(client, b""),
+        "garbage_png": lambda: post(client, png[:60] + bytes(2000)),
+        "bomb": lambda: post(client, _png_of_size(8000, 8000)),  # 64 Mpx, a few kB of file
+        "huge_bomb": lambda: post(client, _png_of_size(20000, 20000)),  # past Pillow's own bomb limit
+        "too_big": lambda: post(client, png + bytes(2_500_000)),
+        "form_without_file": lambda: client.post("/v1/verify", data={"x": "1"}, files={"other": ("a", b"b")}),
+        "broken_form": lambda: post(client, b"--nope\r\n", "multipart/form-data; boundary=zzz"),
+    }
+    r = requests[case]()
+    assert r.status_code == status, r.text
+    assert r.json()["error"]
+
+
+def test_rate_limit_answers_429_with_retry_after_per_client(env):
+    config, assets = env
+    clock = Clock()
+    app = create_app(ProvenanceConfig(**{**config.__dict__, "rate_limit_per_minute": 3}), clock=clock)
+    alice, bob = TestClient(app, client=("10.0.0.1", 1)), TestClient(app, client=("10.0.0.2", 1))
+    png = encode_png(shapes(3))
+    assert [post(alice, png).status_code for _ in range(3)] == [200, 200, 200]
+    r = post(alice, png)
+    assert r.status_code == 429 and int(r.headers["retry-after"]) == 20 and r.json()["error"]
+    assert post(bob, png).status_code == 200  # another client is not throttled
+    clock.now += 20
+    assert post(alice, png).status_code == 200
+
+
+def test_cli_mark_then_verify(tmp_path, monkeypatch, capsys):
+    from hallmark.cli import main
+
+    monkeypatch.setenv("HALLMARK_HOME", str(tmp_path / "home"))
+    src, out = tmp_path / "in.png", tmp_path / "out.png"
+    src.write_bytes(encode_png(photo("chelsea")))
+    assert main(["provenance", "mark", str(src), str(out), "--asset-id", "cli-1", "--model-id", "ext-m"]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(out)]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["c2pa"]["valid"] and body["watermark"]["detected"]
+    assert body["registry"]["asset_id"] == "cli-1" and body["registry"]["model_id"] == "ext-m"
+    stripped = tmp_path / "stripped.jpg"
+    stripped.write_bytes(reencode(out.read_bytes(), "JPEG", quality=90))
+    assert main(["verify", str(stripped)]) == 0
+    assert json.loads(capsys.readouterr().out)["registry"]["asset_id"] == "cli-1"
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert main(["verify", str(tmp_path / "notes.txt")]) == 2
+    assert "not a PNG, JPEG or WebP" in capsys.readouterr().err
+    assert main(["provenance", "mark", str(src), str(tmp_path / "out.gif")]) == 2
+
+
+def test_verifier_is_usable_without_http(env):
+    config, assets = env
+    assert Verifier(config).verify(assets["shapes-1"])["registry"]["asset_id"] == "shapes-1"

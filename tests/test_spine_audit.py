@@ -1,0 +1,145 @@
+"""The audit log on a real run: the chain verifies, on-disk tampering is named, prompts never appear in clear."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from streams.stack import hallmark_argv
+from tests.conftest import logs_text
+from tests.test_spine_flow import BLOCKED, REVIEW, SAFE, kafka_request
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def hallmark(spine, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HALLMARK_HOME": str(spine.settings.home), "HALLMARK_KAFKA": spine.bootstrap}
+    return subprocess.run(hallmark_argv(*args), env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def audited(spine, request_id: str, topic: str, timeout: float = 120.0) -> list[dict]:
+    """Audit records of `request_id` from `topic`, once the audit processor has written at least one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [json.loads(r.value) for r in spine.records("audit")]
+        found = [r for r in found if r["request_id"] == request_id and r["payload"]["source_topic"] == topic]
+        if found or time.monotonic() > deadline:
+            assert found, f"no audit record of {topic} for {request_id}"
+            return found
+        time.sleep(1.0)
+
+
+def test_audit_verify_passes_on_a_real_run(spine):
+    event = kafka_request(BLOCKED)
+    spine.produce_event(event)
+    spine.outcome(event.request_id)
+    audited(spine, event.request_id, "outcomes")
+    result = hallmark(spine, "audit", "verify")
+    assert result.returncode == 0, result.stderr
+    assert "audit OK" in result.stdout
+
+
+def _tamper(segment: Path, value: bytes) -> tuple[bytes, bytes]:
+    """Change one byte of `value` inside its record batch and fix the batch CRC, as an insider with disk access
+    would; returns (original file bytes, tampered file bytes)."""
+    from aiokafka.record.util import calc_crc32c
+
+    data = bytearray(segment.read_bytes())
+    original = bytes(data)
+    at = data.find(value)
+    assert at >= 0 and data.find(value, at + 1) < 0
+    target = at + value.find(b'"tenant_id":"') + len(b'"tenant_id":"')
+    data[target] = ord("X") if data[target] != ord("X") else ord("Y")
+    pos = 0
+    while pos < len(data):  # record batch v2: baseOffset int64, batchLength int32, then the batch
+        (length,) = struct.unpack_from(">i", data, pos + 8)
+        start, end = pos + 12, pos + 12 + length
+        if start <= target < end:
+            crc_at = start + 5  # partitionLeaderEpoch int32, magic int8, then crc uint32
+            struct.pack_into(">I", data, crc_at, calc_crc32c(bytes(data[crc_at + 4:end])))
+            break
+        pos = end
+    segment.write_bytes(bytes(data))
+    return original, bytes(data)
+
+
+def test_tampering_with_one_audit_record_is_named_by_verify(spine, kafka):
+    event = kafka_request(BLOCKED)
+    spine.produce_event(event)
+    spine.outcome(event.request_id)
+    audited(spine, event.request_id, "outcomes")
+    victim = next(r for r in spine.records("audit") if json.loads(r.value)["request_id"] == event.request_id)
+    segment = sorted((kafka.home / "data" / f"audit-{victim.partition}").glob("*.log"))[-1]
+    original, _ = _tamper(segment, victim.value)
+    try:
+        result = hallmark(spine, "audit", "verify")
+        assert result.returncode == 2
+        assert f"audit partition {victim.partition} offset {victim.offset}" in result.stderr
+        assert "content changed" in result.stderr
+    finally:
+        segment.write_bytes(original)
+    assert hallmark(spine, "audit", "verify").returncode == 0
+
+
+def test_prompt_appears_nowhere_in_audit_logs_or_read_models(spine):
+    from streams.auditlog import AuditKeys, decrypt_prompts, prompt_hmac
+
+    marker = f"zebra{uuid.uuid4().hex[:10]}"
+    prompts = {"http": f"{SAFE} {marker}h", "blocked": f"{BLOCKED} {marker}b", "review": f"{REVIEW} {marker}r"}
+    with spine.http() as http:
+        response = http.post("/v1/requests", json={"prompt": prompts["http"], "negative_prompt": f"no {marker}n",
+                                                   "steps": 4})
+        assert response.status_code == 202
+        ids = {"http": response.json()["request_id"]}
+    for name in ("blocked", "review"):
+        event = kafka_request(prompts[name])
+        spine.produce_event(event)
+        ids[name] = event.request_id
+    spine.outcome(ids["http"]), spine.outcome(ids["blocked"])
+    spine.wait_for("review-tasks", lambda e: e.request_id == ids["review"])
+    for request_id in ids.values():
+        submitted = audited(spine, request_id, "requests")[0]["payload"]
+        keys = AuditKeys.load(spine.settings.keys_dir, create=False)
+        clear = decrypt_prompts(keys, submitted["prompt_ciphertext"], submitted["source_event_id"].encode())
+        assert clear["prompt"] in prompts.values() and submitted["prompt_hmac"] == prompt_hmac(keys, clear["prompt"])
+    audited(spine, ids["review"], "review-tasks")
+    spine.wait_for_view(ids["http"], spine.events("outcomes", ids["http"])[0].payload.status.value)
+
+    needle = marker.encode()
+    audit_bytes = b"".join(r.value for r in spine.records("audit"))
+    assert needle not in audit_bytes
+    assert marker not in logs_text(spine.settings.home)
+    db = Path(spine.settings.db_url.removeprefix("sqlite:///"))
+    for path in [db, *db.parent.glob(db.name + "-*")]:
+        assert needle not in path.read_bytes(), path
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
+            rows = conn.execute(f'SELECT * FROM "{table}"').fetchall()
+            assert marker not in repr(rows), table
+
+
+def test_deleting_the_reviewer_key_crypto_shreds_but_the_chain_still_verifies(spine, tmp_path):
+    from streams.auditlog import AuditKeys, decrypt_prompts
+
+    event = kafka_request(BLOCKED)
+    spine.produce_event(event)
+    payload = audited(spine, event.request_id, "requests")[0]["payload"]
+    shredded = tmp_path / "keys"
+    shutil.copytree(spine.settings.keys_dir, shredded)
+    (shredded / "reviewer.key").unlink()
+    aad = payload["source_event_id"].encode()
+    assert decrypt_prompts(AuditKeys.load(spine.settings.keys_dir, create=False), payload["prompt_ciphertext"],
+                           aad)["prompt"] == BLOCKED
+    with pytest.raises(PermissionError):
+        decrypt_prompts(AuditKeys.load(shredded, create=False), payload["prompt_ciphertext"], aad)
+    assert hallmark(spine, "audit", "verify").returncode == 0
