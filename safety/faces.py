@@ -48,6 +48,11 @@ class FaceEmbedder:
         rects = self._detector(arr, self.upsample)
         return [self._embed(arr, r) for r in rects]
 
+    def embed_boxes(self, image: Image.Image, boxes: Sequence[tuple[int, int, int, int]]) -> list[Face]:
+        """Embeddings of faces another detector found (left, top, right, bottom boxes)."""
+        arr = np.ascontiguousarray(np.asarray(image.convert("RGB")))
+        return [self._embed(arr, self._dlib.rectangle(*map(int, b))) for b in boxes]
+
     def embed_whole(self, image: Image.Image) -> Face:
         """Embedding of an image that is already a face crop (no detection)."""
         arr = np.ascontiguousarray(np.asarray(image.convert("RGB")))

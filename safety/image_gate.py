@@ -52,6 +52,7 @@ def decide(rp: RegionPolicy, f: ImageFindings) -> Verdict:
 class ImageChecksConfig:
     threads: int | None = None  # onnxruntime intra-op threads
     gallery: str | None = None  # overrides the pack's gallery path
+    face_detector: str = "nudenet"  # "nudenet": its face boxes (no extra pass); "hog": dlib's frontal detector
     face_upsample: int = 1  # dlib HOG upsampling: 1 finds faces down to ~40 px
 
 
@@ -68,6 +69,8 @@ class LayeredImageGate:
         self.gallery = Gallery()
 
     def load(self) -> None:
+        if self.config.face_detector not in ("nudenet", "hog"):
+            raise ValueError(f"unknown face detector {self.config.face_detector!r} (nudenet or hog)")
         with self._lock:
             if self._nsfw is None:
                 path = self.config.gallery or self.pack.image.gallery
@@ -76,9 +79,13 @@ class LayeredImageGate:
                 self._faces = FaceEmbedder(self.config.face_upsample)
                 self._nsfw = NsfwScorer(self.config.threads)
 
-    def faces(self, image: Image.Image) -> list[Face]:
+    def faces(self, image: Image.Image, scores: NsfwScores | None = None) -> list[Face]:
+        """Faces with embeddings, from the configured detector."""
         self.load()
-        return self._faces.faces(image)
+        if self.config.face_detector == "hog":
+            return self._faces.faces(image)
+        scores = scores or self._nsfw.scores([image])[0]
+        return self._faces.embed_boxes(image, scores.faces)
 
     def screen(self, images: Sequence, region: str = "default") -> list[Verdict]:
         self.load()
@@ -92,8 +99,11 @@ class LayeredImageGate:
                 verdicts[i] = Verdict(Decision.REVIEW, "input", rp.pack_id, rp.version, (), None, (str(exc),))
         scores = self._nsfw.scores([im for _, im in good])
         for (i, im), s in zip(good, scores):
-            faces = self._faces.faces(im)
-            matches = [m for m in (self.gallery.best_match(f.embedding) for f in faces) if m]
-            best = min(matches, key=lambda m: m.distance, default=None)
-            verdicts[i] = decide(rp, ImageFindings(s, len(faces), best))
+            if self.config.face_detector == "nudenet" and not self.gallery.people:
+                count, best = len(s.faces), None  # nothing to compare with: skip the embeddings
+            else:
+                faces = self.faces(im, s)
+                matches = [m for m in (self.gallery.best_match(f.embedding) for f in faces) if m]
+                count, best = len(faces), min(matches, key=lambda m: m.distance, default=None)
+            verdicts[i] = decide(rp, ImageFindings(s, count, best))
         return verdicts

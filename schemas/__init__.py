@@ -3,7 +3,7 @@ from schemas.envelope import SCHEMA_VERSION, Event, PoisonMessage, Producer, new
 from schemas.events import (
     AssetPublished, AuditRecord, DeadLetter, Decision, EVENT_TYPES, GenerationSpec, ImageGenerated,
     ImageRef, ImageVerdict, JobCreated, Outcome, OutcomeStatus, PromptVerdict, RequestSubmitted,
-    ReviewDecided, ReviewTaskCreated,
+    ReviewActivity, ReviewDecided, ReviewTaskCreated,
 )
 from schemas.topics import TOPICS, Topic, topic_for
 

@@ -139,6 +139,16 @@ class ReviewDecidedPayload(Payload):
     policy_version: str
 
 
+class ReviewActivityPayload(Payload):
+    """Who did what to a review task in the console, and what they were shown (never the prompt itself)."""
+
+    task_id: uuid.UUID
+    action: Literal["viewed", "image_revealed", "claimed", "released", "reassigned"]
+    reviewer: str = Field(min_length=1, max_length=128)
+    shown: list[str] = []  # what the reviewer saw: "prompt", "image:0", "reasons", "history"
+    detail: str = Field(default="", max_length=500)
+
+
 class AssetPublishedPayload(Payload):
     asset_id: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -204,6 +214,7 @@ ImageGenerated = _event("image.generated", ImageGeneratedPayload)
 ImageVerdict = _event("image.verdict", ImageVerdictPayload)
 ReviewTaskCreated = _event("review.task_created", ReviewTaskCreatedPayload)
 ReviewDecided = _event("review.decided", ReviewDecidedPayload)
+ReviewActivity = _event("review.activity", ReviewActivityPayload)
 AssetPublished = _event("asset.published", AssetPublishedPayload)
 Outcome = _event("outcome", OutcomePayload)
 AuditRecord = _event("audit.record", AuditRecordPayload)
@@ -212,5 +223,5 @@ DeadLetter = _event("dlq.message", DeadLetterPayload)
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.event_type_name: cls
     for cls in (RequestSubmitted, PromptVerdict, JobCreated, ImageGenerated, ImageVerdict, ReviewTaskCreated,
-                ReviewDecided, AssetPublished, Outcome, AuditRecord, DeadLetter)
+                ReviewDecided, ReviewActivity, AssetPublished, Outcome, AuditRecord, DeadLetter)
 }

@@ -25,6 +25,7 @@ TOPICS: dict[str, Topic] = {t.name: t for t in (
     Topic("image-verdicts", (ev.ImageVerdict,)),
     Topic("review-tasks", (ev.ReviewTaskCreated,), retention_ms=30 * DAY_MS),
     Topic("review-decisions", (ev.ReviewDecided,), retention_ms=30 * DAY_MS),
+    Topic("review-activity", (ev.ReviewActivity,), retention_ms=30 * DAY_MS),
     Topic("assets", (ev.AssetPublished,), retention_ms=-1),
     Topic("outcomes", (ev.Outcome,), retention_ms=30 * DAY_MS),
     Topic("audit", (ev.AuditRecord,), retention_ms=-1),

@@ -16,6 +16,7 @@ STAGES: dict[str, str] = {
     "publisher": "streams.stages.publisher:PublisherStage",
     "audit": "streams.stages.audit:AuditStage",
     "projections": "streams.stages.projections:ProjectionStage",
+    "review-queue": "streams.stages.review_queue:ReviewQueueStage",
 }
 
 

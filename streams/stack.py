@@ -43,7 +43,8 @@ def web_services(ports: Ports) -> list[Service]:
     services = [Service("api", (sys.executable, "-m", "streams.api", "--port", str(ports.api)), ports.api),
                 Service("verify", hallmark_argv("provenance", "serve", "--port", str(ports.verify)), ports.verify)]
     if importlib.util.find_spec("review_ui.cli") is not None:  # the reviewer console, once it exists
-        services.append(Service("review", hallmark_argv("review", "serve", "--port", str(ports.review)), ports.review))
+        services.append(Service("review-ui", hallmark_argv("review", "serve", "--port", str(ports.review)),
+                                ports.review))
     return services
 
 
@@ -102,7 +103,7 @@ class Stack:
             return port_open(service.port)
         return (self.run_dir / f"{service.name}.ready").exists()
 
-    def wait_ready(self, services: list[Service], timeout: float = 180.0) -> list[str]:
+    def wait_ready(self, services: list[Service], timeout: float = 300.0) -> list[str]:
         """Names of the services not ready (or dead) when the timeout ran out."""
         deadline = time.monotonic() + timeout
         waiting = list(services)
@@ -114,21 +115,29 @@ class Stack:
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 20.0) -> bool:
         """Stop one process (SIGKILL after `timeout`); False when it was not running."""
-        pid = self.pid(name)
-        if pid is None:
-            (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
-            return False
-        os.killpg(pid, sig)
+        return bool(self.stop_all([name], sig, timeout))
+
+    def stop_all(self, names: list[str], sig: int = signal.SIGTERM, timeout: float = 20.0) -> list[str]:
+        """Signal every running one at once, then wait (SIGKILL stragglers); returns the names that ran."""
+        pids = {}
+        for name in names:
+            pid = self.pid(name)
+            if pid is None:
+                (self.run_dir / f"{name}.pid").unlink(missing_ok=True)  # stale
+                continue
+            os.killpg(pid, sig)
+            pids[name] = pid
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while any(_alive(p) for p in pids.values()) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
-            os.killpg(pid, signal.SIGKILL)
-            while _alive(pid):
-                time.sleep(0.05)
-        (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
-        (self.run_dir / f"{name}.ready").unlink(missing_ok=True)
-        return True
+        for name, pid in pids.items():
+            if _alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+                while _alive(pid):
+                    time.sleep(0.05)
+            (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+            (self.run_dir / f"{name}.ready").unlink(missing_ok=True)
+        return list(pids)
 
     def up(self, stages: list[Service] | None = None, web: list[Service] | None = None,
            with_kafka: bool = True) -> dict[str, str]:
@@ -150,10 +159,7 @@ class Stack:
 
     def down(self, with_kafka: bool = True) -> list[str]:
         """Stop everything this stack started (web servers and stages first, the broker last)."""
-        stopped = []
-        for name in [s.name for s in web_services(self.ports)] + list(STAGES):
-            if self.stop(name):
-                stopped.append(name)
+        stopped = self.stop_all([s.name for s in web_services(self.ports)] + list(STAGES))
         kafka = self.kafka()
         if with_kafka and kafka.pid():
             kafka.stop()

@@ -131,9 +131,16 @@ def test_multipart_upload_is_accepted(client, env):
 
 
 def _png_of_size(w: int, h: int) -> bytes:
-    buf = io.BytesIO()
-    Image.new("1", (w, h)).save(buf, format="PNG")
-    return buf.getvalue()
+    """A valid PNG header claiming w×h, with a few bytes of pixel data: what a decompression bomb looks like."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    pixels = chunk(b"IDAT", zlib.compress(bytes(1024)))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + pixels + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize("case,status", [

@@ -49,8 +49,9 @@ def gate(astronaut, tmp_path_factory) -> LayeredImageGate:
     return g
 
 
-def test_real_face_photo_is_detected(gate, astronaut):
-    faces = gate.faces(astronaut)
+@pytest.mark.parametrize("detector", ["nudenet", "hog"])
+def test_real_face_photo_is_detected(gate, astronaut, detector):
+    faces = gate.faces(astronaut) if detector == "nudenet" else FaceEmbedder().faces(astronaut)
     assert faces, "no face found in the astronaut photo"
     left, top, right, bottom = min(faces, key=lambda f: f.box[1]).box
     assert 150 < (left + right) / 2 < 300 and 50 < (top + bottom) / 2 < 200  # where her face is
@@ -66,7 +67,7 @@ def test_enrolled_face_is_matched_in_a_resized_reencoded_copy(gate, astronaut, s
 
 def test_other_faces_do_not_match_the_gallery(gate):
     ip = PACK.image
-    faces = data.lfw_subset()[:100]  # the first 100 of scikit-image's LFW subset are faces of other people
+    faces = data.lfw_subset()[:100:3]  # the first 100 of scikit-image's LFW subset are faces of other people
     for a in faces:
         img = _rgb((a * 255).astype(np.uint8)).resize((150, 150), Image.BICUBIC)
         match = gate.gallery.best_match(gate._faces.embed_whole(img).embedding)
@@ -120,10 +121,10 @@ def test_broken_images_are_refused_with_a_reason(astronaut, make, reason):
 
 def test_decompression_bomb_is_refused_before_decoding():
     buf = io.BytesIO()
-    Image.new("1", (20_000, 20_000)).save(buf, "PNG")  # 400 Mpx, a few KB compressed
-    assert len(buf.getvalue()) < 200_000
+    Image.new("1", (6_000, 6_000)).save(buf, "PNG")  # 36 Mpx in a few KB
+    assert len(buf.getvalue()) < 50_000
     with pytest.raises(ImageInputError, match="bomb|too large"):
-        load_image(buf.getvalue(), Limits())
+        load_image(buf.getvalue(), Limits(max_image_pixels=10_000_000))
 
 
 def test_gate_turns_bad_images_into_review_verdicts(gate):

@@ -14,13 +14,11 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
 def restart(spine, name: str) -> None:
-    """SIGKILL (no clean shutdown, nothing flushed or committed), then start it again."""
+    """SIGKILL (no clean shutdown, nothing flushed or committed), then start it again at once."""
     stack = spine.stack
     assert stack.pid(name), f"{name} is not running"
     stack.stop(name, sig=signal.SIGKILL)
-    service = next(s for s in stage_services() if s.name == name)
-    stack.start(service)
-    assert not stack.wait_ready([service], timeout=120), f"{name} did not come back"
+    stack.start(next(s for s in stage_services() if s.name == name))
 
 
 def wave(spine, n: int) -> list[str]:
@@ -38,8 +36,6 @@ def test_killing_generation_then_a_gate_loses_and_doubles_nothing(spine):
     ids += wave(spine, 6)
     time.sleep(0.5)
     restart(spine, "prompt-gate")
-    ids += wave(spine, 4)
-    restart(spine, "output-gate")
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         counts = Counter(e.request_id for e in spine.events("outcomes") if e.request_id in ids)
@@ -50,3 +46,4 @@ def test_killing_generation_then_a_gate_loses_and_doubles_nothing(spine):
     counts = Counter(e.request_id for e in spine.events("outcomes") if e.request_id in ids)
     assert set(counts) == set(ids), f"lost: {set(ids) - set(counts)}"
     assert all(c == 1 for c in counts.values()), {k: c for k, c in counts.items() if c > 1}
+    assert not spine.stack.wait_ready([s for s in stage_services() if s.name in ("generation", "prompt-gate")])

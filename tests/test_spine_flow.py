@@ -116,3 +116,28 @@ def test_poison_goes_to_dlq_with_reason_and_the_stage_keeps_going(spine, raw, re
     after = kafka_request(BLOCKED)  # the next valid message is processed
     spine.produce_event(after)
     assert spine.outcome(after.request_id).payload.status.value == "rejected"
+
+
+def test_every_flow_stage_dead_letters_poison_on_its_topic(spine):
+    import hashlib
+    import time
+
+    readers = {"prompt-verdicts": {"router"}, "jobs": {"generation"}, "images": {"output-gate"},
+               "image-verdicts": {"router", "publisher"}, "review-decisions": {"review"}}
+    digests = {}
+    for topic in readers:
+        raw = f"garbage for {topic} {uuid.uuid4()}".encode()
+        spine.produce(topic, raw)
+        digests[hashlib.sha256(raw).hexdigest()] = topic
+    deadline = time.monotonic() + 120
+    while True:
+        letters = [e for e in spine.events("dlq") if e.payload.raw_sha256 in digests]
+        by_topic: dict[str, set] = {}
+        for letter in letters:
+            by_topic.setdefault(letter.payload.source_topic, set()).add(letter.payload.stage)
+            assert digests[letter.payload.raw_sha256] == letter.payload.source_topic
+            assert "not JSON" in letter.payload.reason
+        if by_topic == readers or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    assert by_topic == readers

@@ -19,6 +19,11 @@ from generator.runtime.samplers import SAMPLERS, make_scheduler
 
 MAX_PROMPT_CHARS = 2000
 MAX_STEPS = 200
+# Batch invariance: CPU BLAS takes a small-matrix path, with other rounding, for GEMMs of under 4 rows (the
+# timestep MLPs run one row per image). Padding the denoiser to ≥ 4 rows and the decoder to ≥ 2 keeps every
+# request's numbers identical whatever its batch-mates (tests/test_generator_runtime.py checks it).
+MIN_DENOISER_ROWS = 4
+MIN_DECODER_ROWS = 2
 
 
 def validate(request: GenerationRequest, model: ModelFolder) -> None:
@@ -90,12 +95,15 @@ class Generator:
         ])  # (B, 4, h, w): noise per request, so batch-mates never change it
         scheduler.set_timesteps(first.steps)
         latents = latents * scheduler.init_noise_sigma
+        rows, embeds = 2 * len(batch), _pad_rows(embeds, MIN_DENOISER_ROWS)
         for t in scheduler.timesteps:
-            model_in = scheduler.scale_model_input(torch.cat([latents] * 2), t)
-            noise_uncond, noise_cond = unet(model_in, t, encoder_hidden_states=embeds, return_dict=False)[0].chunk(2)
+            model_in = _pad_rows(scheduler.scale_model_input(torch.cat([latents] * 2), t), MIN_DENOISER_ROWS)
+            out = unet(model_in, t, encoder_hidden_states=embeds, return_dict=False)[0][:rows]
+            noise_uncond, noise_cond = out.chunk(2)
             noise = noise_uncond + guidance * (noise_cond - noise_uncond)
             latents = scheduler.step(noise, t, latents, return_dict=False)[0]
-        images = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]  # (B, 3, H, W)
+        decoder_in = _pad_rows(latents / vae.config.scaling_factor, MIN_DECODER_ROWS)
+        images = vae.decode(decoder_in, return_dict=False)[0][:len(batch)]  # (B, 3, H, W)
         return (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().numpy()
 
     def encode_prompts(self, texts: list[str]) -> torch.Tensor:
@@ -112,3 +120,10 @@ class Generator:
         if pil.size != (request.width, request.height):
             pil = pil.resize((request.width, request.height), Image.Resampling.LANCZOS)
         return pil
+
+
+def _pad_rows(x: torch.Tensor, minimum: int) -> torch.Tensor:
+    """Repeat rows up to `minimum`; the extra rows' outputs are discarded."""
+    if len(x) >= minimum:
+        return x
+    return torch.cat([x] * -(-minimum // len(x)))[:minimum]

@@ -25,19 +25,26 @@ def build_autoencoder(cfg: AutoencoderConfig) -> AutoencoderKL:
     )
 
 
-def train(model_cfg: AutoencoderConfig, cfg: TrainConfig, kl_weight: float = 1e-6) -> Path:
+def train(model_cfg: AutoencoderConfig, cfg: TrainConfig, kl_weight: float = 1e-6, decoder_only: bool = False) -> Path:
+    """Train encoder and decoder; with `decoder_only` the encoder (hence the latent space the denoiser learned) is
+    frozen and only the decoder sharpens, as SD's fine-tuned VAE decoders were made."""
     setup_threads(cfg.threads)
     device = pick_device()
     torch.manual_seed(cfg.seed)
     vae = build_autoencoder(model_cfg).to(device).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
     ckpt_path = cfg.out / "autoencoder.pt"
+    if decoder_only:
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
     step, rng = 0, np.random.default_rng(cfg.seed)
     if (state := load_checkpoint(ckpt_path)) is not None:
         vae.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
+        if state.get("decoder_only", False) == decoder_only:
+            opt.load_state_dict(state["opt"])
         step, rng.bit_generator.state = state["step"], state["rng"]
-        print(f"resumed from {ckpt_path} at step {step}", flush=True)
+        print(f"resumed from {ckpt_path} at step {step}{' (decoder only)' if decoder_only else ''}", flush=True)
+    extra = {k: state[k] for k in ("scaling_factor",) if state and k in state}
     progress, t_start = Progress(cfg.steps, step, cfg.batch_size), time.time()
     while step < cfg.steps:
         x, _ = shapes_batch(rng, cfg.batch_size, device)  # (B, 3, 64, 64)
@@ -59,7 +66,8 @@ def train(model_cfg: AutoencoderConfig, cfg: TrainConfig, kl_weight: float = 1e-
             print(progress.line(step, rec=rec.item(), kl=kl.item()), flush=True)
         if step % cfg.ckpt_every == 0 or step == cfg.steps or timed_out:
             save_checkpoint(ckpt_path, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
-                                        "rng": rng.bit_generator.state, "config": model_cfg})
+                                        "rng": rng.bit_generator.state, "config": model_cfg,
+                                        "decoder_only": decoder_only, **extra})
         if timed_out:
             print(f"time limit reached at step {step}; rerun the same command to resume", flush=True)
             break
@@ -90,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--time-limit-min", type=float, default=0.0)
     p.add_argument("--eval-only", action="store_true", help="score the checkpoint's reconstructions and exit")
+    p.add_argument("--decoder-only", action="store_true",
+                   help="freeze the encoder (keeps the denoiser's latent space) and sharpen the decoder")
     a = p.parse_args(argv)
     if a.eval_only:
         state = load_checkpoint(a.out / "autoencoder.pt")
@@ -101,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cfg = TrainConfig(out=a.out, seed=a.seed, steps=a.steps, batch_size=a.batch_size, lr=a.lr, threads=a.threads,
                       time_limit_min=a.time_limit_min)
-    print(f"checkpoint: {train(AutoencoderConfig(), cfg)}")
+    print(f"checkpoint: {train(AutoencoderConfig(), cfg, decoder_only=a.decoder_only)}")
     return 0
 
 

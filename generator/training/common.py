@@ -24,7 +24,7 @@ class AutoencoderConfig:
 
 @dataclass
 class DenoiserConfig:
-    block_out_channels: tuple[int, ...] = (32, 64, 128)  # 16×16 → 8×8 → 4×4, ~1.1 GFLOP fwd+bwd per sample
+    block_out_channels: tuple[int, ...] = (64, 96, 128)  # 16×16 → 8×8 → 4×4
     layers_per_block: int = 1
     attention_head_dim: int = 32
     cross_attention_dim: int = 384  # MiniLM hidden size

@@ -30,17 +30,21 @@ class GenerationStage(Stage):
     batch_within_s = 0.3
 
     async def start(self) -> None:
-        from generator.runtime import Generator
         from generator.runtime.engine import validate
 
         self.validate = validate
-
         self.blobs = BlobStore(self.settings.blob_dir)
+        self.generator, self.load_error = None, ""
+        await self._load()
+
+    async def _load(self) -> None:
+        """Load the model; on failure jobs end `failed` (no hang) and the next batch tries again."""
+        from generator.runtime import Generator
+
         try:
             self.generator = await in_thread(Generator.load, self.settings.model_dir or None)
-            self.load_error = ""
-        except Exception as exc:  # jobs still end (failed), the stage does not hang or die
-            self.generator, self.load_error = None, f"{exc.__class__.__name__}: {str(exc)[:200]}"
+        except Exception as exc:
+            self.load_error = f"{exc.__class__.__name__}: {str(exc)[:200]}"
 
     async def _generate(self, reqs: list[GenerationRequest]):
         limit = TIMEOUT_BASE_S + TIMEOUT_PER_IMAGE_STEP_S * sum(r.steps for r in reqs)
@@ -50,6 +54,8 @@ class GenerationStage(Stage):
         results: dict[int, list] = defaultdict(list)
         failures: dict[int, str] = {}
         groups: dict[tuple, list[tuple[int, GenerationRequest]]] = defaultdict(list)
+        if self.generator is None:
+            await self._load()
         for i, (event, _) in enumerate(items):
             if self.generator is None:
                 failures[i] = f"generator unavailable: {self.load_error}"

@@ -1,0 +1,145 @@
+"""The reviewer console in a real headless Chromium (Debian's, driven by Playwright) against the real broker."""
+from __future__ import annotations
+
+import io
+import shutil
+import uuid
+
+import pytest
+
+from schemas import ImageVerdict
+from schemas.events import Decision, GateResult, GenerationSpec, ImageRef, ImageVerdictPayload
+from tests.test_review_console import PASSWORD, start_console, wait_task
+from tests.test_spine_flow import REVIEW, TEST_PRODUCER, kafka_request
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+XSS = '<script>window.__xss = 1; alert(1)</script><img src=x onerror="window.__xss = 2">'
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not shutil.which(CHROMIUM):
+        pytest.fail("Debian Chromium is missing: apt-get install -y chromium (see .ci/run)")
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def console(spine):
+    return start_console(spine)
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1200, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.dialogs = []
+    page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
+    yield page
+    context.close()
+
+
+def log_in(page, base: str, name: str) -> None:
+    page.goto(f"{base}/")
+    assert "/login" in page.url  # not logged in yet: sent to the login page
+    page.fill("#name", name)
+    page.fill("#password", PASSWORD)
+    page.click("#login")
+    page.wait_for_selector("#who")
+
+
+def image_review_request(spine, category: str, prompt: str):
+    """A request whose image the output gate was unsure about: a real PNG in the blob store, a `review` verdict."""
+    from PIL import Image, ImageDraw
+
+    from provenance.store import BlobStore
+
+    image = Image.new("RGB", (256, 256), (40, 60, 160))
+    ImageDraw.Draw(image).ellipse((64, 32, 192, 160), fill=(220, 30, 30))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    sha = BlobStore(spine.settings.blob_dir).put(buf.getvalue())
+    spec = GenerationSpec(prompt=prompt, seed=3, steps=4, width=256, height=256)
+    verdict = GateResult(decision=Decision.REVIEW, stage="nsfw", categories=[category], score=0.52,
+                         reasons=["score 0.52 in the review band <b>0.45–0.85</b>"], policy_id="hallmark-default",
+                         policy_version="1.0.0")
+    return ImageVerdict(event_type=ImageVerdict.event_type_name, request_id=f"browser-{uuid.uuid4().hex}",
+                        tenant_id="browser-tenant", producer=TEST_PRODUCER, payload=ImageVerdictPayload(
+                            spec=spec, model_id="shapes-ldm", images=[ImageRef(sha256=sha, index=0, width=256,
+                                                                               height=256, seed=3)],
+                            verdict=verdict))
+
+
+def test_log_in_claim_next_reveal_and_approve_reaches_published(spine, console, page, tmp_path):
+    category = f"nudity-{uuid.uuid4().hex[:6]}"  # its own queue, so "claim next" is this task
+    event = image_review_request(spine, category, "a red circle above a blue square")
+    spine.produce_event(event)
+    task = wait_task(spine, event.request_id, audited=True)
+    log_in(page, console, "ann")
+    row = page.locator(f'tr[data-queue="{category}"]')
+    assert row.locator(".count").inner_text() == "1"
+    row.locator("button.claim-queue").click()
+    page.wait_for_url(f"**/tasks/{task.task_id}")
+    assert page.inner_text("#queue") == category and page.inner_text("#holder").startswith("ann")
+    image = page.locator("#image-0")
+    image.wait_for()
+    page.wait_for_function("document.getElementById('image-0').naturalWidth > 0")
+    assert "blurred" in image.get_attribute("class")
+    assert "blur" in image.evaluate("img => getComputedStyle(img).filter")
+    assert "grayscale" in image.evaluate("img => getComputedStyle(img).filter")
+    assert page.inner_text("#prompt") == "a red circle above a blue square"
+    page.click("#reveal-0")
+    page.wait_for_function("(() => { const i = document.getElementById('image-0');"
+                           " return i.classList.contains('revealed') && i.complete && i.naturalWidth === 256 })()")
+    assert image.evaluate("img => getComputedStyle(img).filter") == "none"
+    assert "variant=full" in image.get_attribute("src")
+    page.screenshot(path=str(tmp_path / "revealed.png"), full_page=True)
+    page.fill("#reason", "abstract shapes, nothing explicit")
+    page.click("#approve")
+    page.wait_for_url("**/?msg=decided")
+    assert "Decision sent" in page.inner_text("#message")
+    page.screenshot(path=str(tmp_path / "queues-after-approve.png"), full_page=True)
+    outcome = spine.outcome(event.request_id)
+    assert outcome.payload.status.value == "published", outcome.payload.reason
+    assert outcome.payload.asset_ids and spine.events("assets", event.request_id)
+    (decision,) = spine.events("review-decisions", event.request_id)
+    assert (decision.payload.reviewer, decision.payload.decision, decision.payload.gate) == ("ann", "approve", "image")
+    from tests.test_review_console import audited_activity
+
+    assert audited_activity(spine, event.request_id, "image_revealed", "ann")
+    assert (tmp_path / "revealed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not page.dialogs
+
+
+def test_script_in_a_prompt_and_a_reason_renders_as_text(spine, console, page, tmp_path):
+    prompt = f"{XSS} {REVIEW}"
+    event = kafka_request(prompt, seed=31)
+    spine.produce_event(event)
+    task = wait_task(spine, event.request_id, audited=True)
+    log_in(page, console, "boss")  # an admin opens any task, then claims it from its page
+    page.goto(f"{console}/tasks/{task.task_id}")
+    page.click("#claim-this")
+    page.wait_for_selector("#decide-form")
+    assert page.text_content("#prompt") == prompt
+    assert page.locator("#prompt script, #prompt img").count() == 0
+    assert page.locator("script:not([src])").count() == 0
+    page.fill("#reason", XSS)
+    page.click("#reject")
+    page.wait_for_url("**/?msg=decided")
+    assert spine.outcome(event.request_id).payload.status.value == "rejected"
+    for _ in range(60):  # the decision reaches the history once the audit log has it
+        page.goto(f"{console}/tasks/{task.task_id}")
+        if "review.decided" in page.inner_text("#history"):
+            break
+        page.wait_for_timeout(1000)
+    assert f"boss: reject — {XSS}" in page.inner_text("#history")
+    assert page.locator("#history script, #history img").count() == 0
+    page.screenshot(path=str(tmp_path / "xss-as-text.png"), full_page=True)
+    assert page.evaluate("window.__xss === undefined") and not page.dialogs
