@@ -39,8 +39,13 @@ def register(subparsers) -> None:
 
 
 def _load_generator(model: str | None, max_batch: int = 8):
+    import diffusers
+    import transformers
+
     from generator.runtime import Generator, ModelError
 
+    diffusers.utils.logging.set_verbosity_error()  # a CLI prints its result, not library chatter
+    transformers.utils.logging.set_verbosity_error()
     try:
         return Generator.load(model, max_batch=max_batch)
     except ModelError as exc:

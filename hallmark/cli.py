@@ -44,4 +44,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hallmark.cli import main as _main  # one CommandError class, not a second copy in __main__
+
+    sys.exit(_main())

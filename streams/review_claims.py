@@ -207,7 +207,8 @@ class ClaimStore:
             return ClaimError(403, "this task is in the senior queue")
         if claim and claim.holder and claim.lease_expires > self.clock():
             owner = "you already hold" if claim.holder == who else "another reviewer holds"
-            return ClaimError(409, f"{owner} this task (lease until {time.strftime('%H:%M:%S', time.gmtime(claim.lease_expires))} UTC)")
+            until = time.strftime("%H:%M:%S", time.gmtime(claim.lease_expires))
+            return ClaimError(409, f"{owner} this task (lease until {until} UTC)")
         return ClaimError(409, "the task changed while claiming; try again")
 
     def release(self, who: str, task_id: str) -> None:
@@ -257,14 +258,12 @@ class ClaimStore:
         with self.engine.begin() as conn:
             if conn.execute(stmt).rowcount == 1:
                 return before
-        if before and before.holder == who and before.token == token and before.lease_expires > now \
-                and decision == "escalate" and not before.decided:
-            return_error = ClaimError(409, "this task is already in the senior queue")
-        elif before and before.holder == who and before.token == token and before.lease_expires <= now:
-            return_error = ClaimError(409, "your claim on this task has expired; claim it again")
-        else:
-            return_error = ClaimError(409, "you do not hold a live claim on this task (claim it first)")
-        raise return_error
+        mine = before is not None and before.holder == who and before.token == token and not before.decided
+        if mine and before.lease_expires <= now:
+            raise ClaimError(409, "your claim on this task has expired; claim it again")
+        if mine and decision == "escalate":
+            raise ClaimError(409, "this task is already in the senior queue")
+        raise ClaimError(409, "you do not hold a live claim on this task (claim it first)")
 
     def undo_decision(self, before: ReviewClaimRow) -> None:
         """Put the claim back as it was when the decision could not be sent (only if nothing changed since)."""

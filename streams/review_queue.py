@@ -197,4 +197,5 @@ def summarise(event_type: str | None, payload: Any) -> str:
 
 def _verdict(gate: str, v: dict) -> str:
     cats = ", ".join(map(str, v.get("categories") or [])) or "none"
-    return f"{gate} gate: {v.get('decision')} by {v.get('stage')} (categories: {cats}; policy {v.get('policy_version')})"
+    policy = v.get("policy_version")
+    return f"{gate} gate: {v.get('decision')} by {v.get('stage')} (categories: {cats}; policy {policy})"

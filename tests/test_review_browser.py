@@ -1,6 +1,7 @@
 """The reviewer console in a real headless Chromium (Debian's, driven by Playwright) against the real broker."""
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import shutil
 import uuid
@@ -17,6 +18,12 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 XSS = '<script>window.__xss = 1; alert(1)</script><img src=x onerror="window.__xss = 2">'
+
+
+def off_loop(fn, *args, **kwargs):
+    """Run a spine helper (they use asyncio.run) outside Playwright's event loop, which owns this thread."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn, *args, **kwargs).result()
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +87,8 @@ def image_review_request(spine, category: str, prompt: str):
 def test_log_in_claim_next_reveal_and_approve_reaches_published(spine, console, page, tmp_path):
     category = f"nudity-{uuid.uuid4().hex[:6]}"  # its own queue, so "claim next" is this task
     event = image_review_request(spine, category, "a red circle above a blue square")
-    spine.produce_event(event)
-    task = wait_task(spine, event.request_id, audited=True)
+    off_loop(spine.produce_event, event)
+    task = off_loop(wait_task, spine, event.request_id, audited=True)
     log_in(page, console, "ann")
     row = page.locator(f'tr[data-queue="{category}"]')
     assert row.locator(".count").inner_text() == "1"
@@ -106,14 +113,14 @@ def test_log_in_claim_next_reveal_and_approve_reaches_published(spine, console, 
     page.wait_for_url("**/?msg=decided")
     assert "Decision sent" in page.inner_text("#message")
     page.screenshot(path=str(tmp_path / "queues-after-approve.png"), full_page=True)
-    outcome = spine.outcome(event.request_id)
+    outcome = off_loop(spine.outcome, event.request_id)
     assert outcome.payload.status.value == "published", outcome.payload.reason
-    assert outcome.payload.asset_ids and spine.events("assets", event.request_id)
-    (decision,) = spine.events("review-decisions", event.request_id)
+    assert outcome.payload.asset_ids and off_loop(spine.events, "assets", event.request_id)
+    (decision,) = off_loop(spine.events, "review-decisions", event.request_id)
     assert (decision.payload.reviewer, decision.payload.decision, decision.payload.gate) == ("ann", "approve", "image")
     from tests.test_review_console import audited_activity
 
-    assert audited_activity(spine, event.request_id, "image_revealed", "ann")
+    assert off_loop(audited_activity, spine, event.request_id, "image_revealed", "ann")
     assert (tmp_path / "revealed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not page.dialogs
 
@@ -121,8 +128,8 @@ def test_log_in_claim_next_reveal_and_approve_reaches_published(spine, console, 
 def test_script_in_a_prompt_and_a_reason_renders_as_text(spine, console, page, tmp_path):
     prompt = f"{XSS} {REVIEW}"
     event = kafka_request(prompt, seed=31)
-    spine.produce_event(event)
-    task = wait_task(spine, event.request_id, audited=True)
+    off_loop(spine.produce_event, event)
+    task = off_loop(wait_task, spine, event.request_id, audited=True)
     log_in(page, console, "boss")  # an admin opens any task, then claims it from its page
     page.goto(f"{console}/tasks/{task.task_id}")
     page.click("#claim-this")
@@ -133,7 +140,7 @@ def test_script_in_a_prompt_and_a_reason_renders_as_text(spine, console, page, t
     page.fill("#reason", XSS)
     page.click("#reject")
     page.wait_for_url("**/?msg=decided")
-    assert spine.outcome(event.request_id).payload.status.value == "rejected"
+    assert off_loop(spine.outcome, event.request_id).payload.status.value == "rejected"
     for _ in range(60):  # the decision reaches the history once the audit log has it
         page.goto(f"{console}/tasks/{task.task_id}")
         if "review.decided" in page.inner_text("#history"):

@@ -25,7 +25,8 @@ def build_autoencoder(cfg: AutoencoderConfig) -> AutoencoderKL:
     )
 
 
-def train(model_cfg: AutoencoderConfig, cfg: TrainConfig, kl_weight: float = 1e-6, decoder_only: bool = False) -> Path:
+def train(model_cfg: AutoencoderConfig, cfg: TrainConfig, kl_weight: float = 1e-6, decoder_only: bool = False,
+          init_from: Path | None = None) -> Path:
     """Train encoder and decoder; with `decoder_only` the encoder (hence the latent space the denoiser learned) is
     frozen and only the decoder sharpens, as SD's fine-tuned VAE decoders were made."""
     setup_threads(cfg.threads)
@@ -33,11 +34,20 @@ def train(model_cfg: AutoencoderConfig, cfg: TrainConfig, kl_weight: float = 1e-
     torch.manual_seed(cfg.seed)
     vae = build_autoencoder(model_cfg).to(device).train()
     ckpt_path = cfg.out / "autoencoder.pt"
+    rng = np.random.default_rng(cfg.seed)
     if decoder_only:
         vae.encoder.requires_grad_(False)
         vae.quant_conv.requires_grad_(False)
     opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
-    step, rng = 0, np.random.default_rng(cfg.seed)
+    step = 0
+    if init_from is not None and not ckpt_path.exists():
+        # a new session has no var/train: continue from the shipped weights (and keep their latent scale)
+        shipped = AutoencoderKL.from_pretrained(init_from / "vae", torch_dtype=torch.float32)
+        vae.load_state_dict(shipped.state_dict())
+        save_checkpoint(ckpt_path, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": 0,
+                                    "rng": rng.bit_generator.state, "config": model_cfg, "decoder_only": None,
+                                    "scaling_factor": shipped.config.scaling_factor})
+        print(f"initialised from {init_from}/vae", flush=True)
     if (state := load_checkpoint(ckpt_path)) is not None:
         vae.load_state_dict(state["model"])
         if state.get("decoder_only", False) == decoder_only:
@@ -53,7 +63,10 @@ def train(model_cfg: AutoencoderConfig, cfg: TrainConfig, kl_weight: float = 1e-
             group["lr"] = lr
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample()).sample
-        rec = F.l1_loss(recon, x) + F.mse_loss(recon, x)
+        # object pixels are a few percent of the canvas; weighting them keeps corners and colours exact
+        on_object = (x != x[:, :, :1, :1]).any(dim=1, keepdim=True).float()  # (B, 1, H, W), corner = background
+        weight = 1.0 + 4.0 * on_object
+        rec = ((recon - x).abs() * weight).mean() + ((recon - x).square() * weight).mean()
         kl = posterior.kl().mean()
         loss = rec + kl_weight * kl
         opt.zero_grad(set_to_none=True)
@@ -100,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-only", action="store_true", help="score the checkpoint's reconstructions and exit")
     p.add_argument("--decoder-only", action="store_true",
                    help="freeze the encoder (keeps the denoiser's latent space) and sharpen the decoder")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start from an exported model folder's VAE (continuing training in a fresh checkout)")
     a = p.parse_args(argv)
     if a.eval_only:
         state = load_checkpoint(a.out / "autoencoder.pt")
@@ -111,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cfg = TrainConfig(out=a.out, seed=a.seed, steps=a.steps, batch_size=a.batch_size, lr=a.lr, threads=a.threads,
                       time_limit_min=a.time_limit_min)
-    print(f"checkpoint: {train(AutoencoderConfig(), cfg, decoder_only=a.decoder_only)}")
+    print(f"checkpoint: {train(AutoencoderConfig(), cfg, decoder_only=a.decoder_only, init_from=a.init_from)}")
     return 0
 
 

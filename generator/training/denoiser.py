@@ -90,7 +90,8 @@ def min_snr_weight(scheduler: DDPMScheduler, t: torch.Tensor, gamma: float = 5.0
     return snr.clamp(max=gamma) / (snr + 1)
 
 
-def train(model_cfg: DenoiserConfig, cfg: TrainConfig, vae_ckpt: Path, caption_dropout: float = 0.1) -> Path:
+def train(model_cfg: DenoiserConfig, cfg: TrainConfig, vae_ckpt: Path, caption_dropout: float = 0.1,
+          init_from: Path | None = None) -> Path:
     setup_threads(cfg.threads)
     device = pick_device()
     torch.manual_seed(cfg.seed)
@@ -105,6 +106,12 @@ def train(model_cfg: DenoiserConfig, cfg: TrainConfig, vae_ckpt: Path, caption_d
     sched = noise_schedule()
     ckpt_path = cfg.out / "denoiser.pt"
     step, rng = 0, np.random.default_rng(cfg.seed + 1)
+    if init_from is not None and not ckpt_path.exists():
+        # a new session has no var/train: continue from the shipped EMA weights with a fresh optimizer
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(init_from / "unet", torch_dtype=torch.float32)
+                             .state_dict())
+        ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=False)
+        print(f"initialised from {init_from}/unet", flush=True)
     if (state := load_checkpoint(ckpt_path)) is not None:
         unet.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -161,10 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--time-limit-min", type=float, default=0.0)
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start from an exported model folder's UNet (continuing training in a fresh checkout)")
     a = p.parse_args(argv)
     cfg = TrainConfig(out=a.out, seed=a.seed, steps=a.steps, batch_size=a.batch_size, lr=a.lr, threads=a.threads,
                       time_limit_min=a.time_limit_min)
-    print(f"checkpoint: {train(DenoiserConfig(), cfg, a.autoencoder or a.out / 'autoencoder.pt')}")
+    print(f"checkpoint: {train(DenoiserConfig(), cfg, a.autoencoder or a.out / 'autoencoder.pt', init_from=a.init_from)}")
     return 0
 
 

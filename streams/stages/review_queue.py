@@ -1,4 +1,4 @@
-"""The review queue projector: `review-tasks`, `review-decisions`, `audit` → the review read models (streams/review_queue)."""
+"""The review queue projector: `review-tasks`, `review-decisions`, `audit` → streams/review_queue read models."""
 from __future__ import annotations
 
 from typing import Iterable, Sequence
