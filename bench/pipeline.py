@@ -27,7 +27,7 @@ from schemas.events import GenerationSpec, RequestSubmittedPayload  # noqa: E402
 from streams.topiclog import read_all  # noqa: E402
 
 STAGE_OF = {"prompt.verdict": "prompt-gate", "job.created": "router", "image.generated": "generation",
-            "image.verdict": "output-gate", "asset.published": "publisher", "outcome": "outcome"}
+            "image.verdict": "output-gate", "asset.published": "publisher"}
 TOPICS = ("requests", "prompt-verdicts", "jobs", "images", "image-verdicts", "assets", "outcomes")
 
 

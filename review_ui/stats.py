@@ -39,12 +39,11 @@ class Breach:
 
 @dataclass(frozen=True)
 class DepthPoint:
-    at: float
-    depths: dict[str, int]
+    """The most tasks waiting at once in the interval that ends at `at`: overall and per queue."""
 
-    @property
-    def total(self) -> int:
-        return sum(self.depths.values())
+    at: float
+    total: int
+    depths: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -102,15 +101,37 @@ def admin_stats(engine, now: float, window_s: float = 24 * 3600.0, buckets: int 
             open_breaches += closed is None
             closed_breaches += closed is not None
     breaches.sort(key=lambda b: -b.overdue_s(now))
-    depth, queues = [], set()
-    for k in range(buckets + 1):
-        at = start + window_s * k / buckets
-        depths: dict[str, int] = {}
-        for category, created, escalated, closed in spans:
-            if created <= at and (closed is None or closed > at):
-                queue = SENIOR if escalated is not None and escalated <= at else category
-                depths[queue] = depths.get(queue, 0) + 1
-        queues.update(depths)
-        depth.append(DepthPoint(at, depths))
+    depth = depth_over_time(spans, start, window_s, buckets)
+    queues = {q for point in depth for q in point.depths}
     return AdminStats(now, window_s, throughput, breaches[:100], open_breaches, closed_breaches, depth,
                       sorted(queues, key=lambda q: (q != SENIOR, q)))
+
+
+def depth_over_time(spans, start: float, window_s: float, buckets: int) -> list[DepthPoint]:
+    """Sweep (category, created, escalated, closed) spans: peak depth per interval, so short waits still show."""
+    changes = []
+    for category, created, escalated, closed in spans:
+        changes.append((created, 1, category))
+        last = category
+        if escalated is not None and (closed is None or escalated < closed):
+            changes += [(escalated, -1, category), (escalated, 1, SENIOR)]
+            last = SENIOR
+        if closed is not None:
+            changes.append((closed, -1, last))
+    changes.sort(key=lambda c: (c[0], c[1]))  # at the same instant, leaving before arriving
+    current: dict[str, int] = {}
+    i, points = 0, []
+    while i < len(changes) and changes[i][0] <= start:
+        current[changes[i][2]] = current.get(changes[i][2], 0) + changes[i][1]
+        i += 1
+    for k in range(1, buckets + 1):
+        end = start + window_s * k / buckets
+        peak, peak_total = dict(current), sum(current.values())
+        while i < len(changes) and changes[i][0] <= end:
+            current[changes[i][2]] = current.get(changes[i][2], 0) + changes[i][1]
+            i += 1
+            for queue, n in current.items():
+                peak[queue] = max(peak.get(queue, 0), n)
+            peak_total = max(peak_total, sum(current.values()))
+        points.append(DepthPoint(end, peak_total, {q: n for q, n in peak.items() if n}))
+    return points

@@ -121,20 +121,21 @@ class Runner:
         self.outcomes = FirstSeen("outcomes", key_of=lambda e: e.request_id)
         self._started = False
 
-    async def ensure_started(self) -> None:
+    async def prepare(self) -> None:
+        """Load models and indexes before the consumer joins its group (so no heartbeat waits on a model load)."""
         if not self._started:
             if self.stage.in_flow:
                 await self.outcomes.load(self.stage.settings.kafka_bootstrap)
             await self.stage.start()
             self._started = True
+
+    async def agent(self, stream) -> None:
+        try:
+            await self.prepare()
             ready = self.stage.settings.home / "run" / f"{self.stage.name}.ready"
             ready.parent.mkdir(parents=True, exist_ok=True)
             ready.write_text("ready\n")  # `hallmark up` and the tests wait for this
             log.info("stage %s ready", self.stage.name)
-
-    async def agent(self, stream) -> None:
-        try:
-            await self.ensure_started()
             async for batch in stream.take_events(self.stage.batch_size, within=self.stage.batch_within_s):
                 await self.process([Source(e.message.topic, e.message.partition, e.message.offset, e.message.key,
                                            e.message.value or b"") for e in batch])
@@ -204,8 +205,8 @@ class Runner:
                                             partition=self.stage.partition_for(out, source), force=True)
 
 
-def build_app(stage: Stage):
-    """The Faust app of one stage: its own consumer group `hallmark-<stage>`."""
+def build_app(stage: Stage) -> tuple:
+    """The Faust app of one stage (its own consumer group `hallmark-<stage>`) and the runner feeding the stage."""
     import faust
 
     settings = stage.settings
@@ -215,14 +216,14 @@ def build_app(stage: Stage):
         processing_guarantee="at_least_once",  # see docs/spine.md for why not Faust's exactly_once
         store="memory://", web_enabled=False, topic_allow_declare=False, topic_disable_leader=True,
         autodiscover=False, datadir=str(settings.home / "faust" / stage.name),
-        consumer_auto_offset_reset="earliest", producer_acks=-1, broker_session_timeout=10.0,
-        broker_heartbeat_interval=2.0, broker_commit_every=100, broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest", producer_acks=-1, broker_session_timeout=30.0,
+        broker_heartbeat_interval=3.0, broker_commit_every=100, broker_commit_interval=1.0,
         stream_wait_empty=False, consumer_max_fetch_size=4 * 1024 * 1024,
     )
     runner = Runner(stage, app)
     source = app.topic(*stage.sources, key_serializer="raw", value_serializer="raw")
     app.agent(source, name=f"hallmark-{stage.name}")(runner.agent)
-    return app
+    return app, runner
 
 
 async def in_thread(fn, *args, timeout: float | None = None):

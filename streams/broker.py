@@ -123,7 +123,7 @@ class LocalKafka:
     def running(self) -> bool:
         return self.pid() is not None and port_open(self.port)
 
-    def start(self, timeout: float = 90.0) -> "LocalKafka":
+    def start(self, timeout: float = 300.0) -> "LocalKafka":
         """Start the broker unless it already runs; format storage the first time. Returns when it serves."""
         if self.running():
             return self

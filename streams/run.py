@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import logging
 
@@ -37,8 +38,10 @@ def main(argv: list[str] | None = None) -> None:
     from streams.base import build_app
 
     settings = Settings()
-    app = build_app(stage_class(args.stage)(settings))
-    logging.getLogger("hallmark").setLevel(args.loglevel.upper())
+    logging.basicConfig(level=args.loglevel.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    app, runner = build_app(stage_class(args.stage)(settings))
+    asyncio.run(runner.prepare())  # models load before the consumer exists: no starved heartbeats meanwhile
+    asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run left none; the Faust worker wants one
     faust.Worker(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
 
 

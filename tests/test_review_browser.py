@@ -4,6 +4,7 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import shutil
+import time
 import uuid
 
 import pytest
@@ -53,6 +54,31 @@ def page(browser):
     context.close()
 
 
+def arrived(page, pattern: str) -> None:
+    """Wait for the navigation a click started; on the wrong page, fail with what the console said."""
+    try:
+        page.wait_for_url(pattern)
+    except Exception:
+        raise AssertionError(f"expected {pattern}, at {page.url}: {page.inner_text('main')[:500]}") from None
+
+
+def history_has(spine, request_id: str, event_type: str, timeout: float = 90.0) -> None:
+    """Wait until the review-queue stage indexed the audit record of an `event_type` event of the request."""
+    from sqlmodel import Session, select
+
+    from streams.readmodels import engine_for
+    from streams.review_queue import ReviewHistoryRow
+
+    engine, deadline = engine_for(spine.settings.db_url), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with Session(engine) as session:
+            if session.exec(select(ReviewHistoryRow).where(ReviewHistoryRow.request_id == request_id,
+                                                           ReviewHistoryRow.source_event_type == event_type)).first():
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"no audited {event_type} for {request_id} in the history after {timeout:.0f}s")
+
+
 def log_in(page, base: str, name: str) -> None:
     page.goto(f"{base}/")
     assert "/login" in page.url  # not logged in yet: sent to the login page
@@ -93,24 +119,24 @@ def test_log_in_claim_next_reveal_and_approve_reaches_published(spine, console, 
     row = page.locator(f'tr[data-queue="{category}"]')
     assert row.locator(".count").inner_text() == "1"
     row.locator("button.claim-queue").click()
-    page.wait_for_url(f"**/tasks/{task.task_id}")
+    arrived(page, f"**/tasks/{task.task_id}")
     assert page.inner_text("#queue") == category and page.inner_text("#holder").startswith("ann")
     image = page.locator("#image-0")
     image.wait_for()
-    page.wait_for_function("document.getElementById('image-0').naturalWidth > 0")
+    page.wait_for_function("() => document.getElementById('image-0').naturalWidth > 0")  # a function: CSP bars eval
     assert "blurred" in image.get_attribute("class")
     assert "blur" in image.evaluate("img => getComputedStyle(img).filter")
     assert "grayscale" in image.evaluate("img => getComputedStyle(img).filter")
     assert page.inner_text("#prompt") == "a red circle above a blue square"
     page.click("#reveal-0")
-    page.wait_for_function("(() => { const i = document.getElementById('image-0');"
-                           " return i.classList.contains('revealed') && i.complete && i.naturalWidth === 256 })()")
+    page.wait_for_function("() => { const i = document.getElementById('image-0');"
+                           " return i.classList.contains('revealed') && i.complete && i.naturalWidth === 256 }")
     assert image.evaluate("img => getComputedStyle(img).filter") == "none"
     assert "variant=full" in image.get_attribute("src")
     page.screenshot(path=str(tmp_path / "revealed.png"), full_page=True)
     page.fill("#reason", "abstract shapes, nothing explicit")
     page.click("#approve")
-    page.wait_for_url("**/?msg=decided")
+    arrived(page, "**/?msg=decided")
     assert "Decision sent" in page.inner_text("#message")
     page.screenshot(path=str(tmp_path / "queues-after-approve.png"), full_page=True)
     outcome = off_loop(spine.outcome, event.request_id)
@@ -139,13 +165,10 @@ def test_script_in_a_prompt_and_a_reason_renders_as_text(spine, console, page, t
     assert page.locator("script:not([src])").count() == 0
     page.fill("#reason", XSS)
     page.click("#reject")
-    page.wait_for_url("**/?msg=decided")
+    arrived(page, "**/?msg=decided")
     assert off_loop(spine.outcome, event.request_id).payload.status.value == "rejected"
-    for _ in range(60):  # the decision reaches the history once the audit log has it
-        page.goto(f"{console}/tasks/{task.task_id}")
-        if "review.decided" in page.inner_text("#history"):
-            break
-        page.wait_for_timeout(1000)
+    history_has(spine, event.request_id, "review.decided")  # the history shows what the audit log holds
+    page.goto(f"{console}/tasks/{task.task_id}")
     assert f"boss: reject — {XSS}" in page.inner_text("#history")
     assert page.locator("#history script, #history img").count() == 0
     page.screenshot(path=str(tmp_path / "xss-as-text.png"), full_page=True)

@@ -1,6 +1,7 @@
 """The console's JSON API against the real broker and every stage: claims, refusals, reject and escalate paths."""
 from __future__ import annotations
 
+import concurrent.futures
 import time
 
 import httpx
@@ -75,7 +76,12 @@ def test_reject_ends_rejected_and_only_the_holder_decides(spine, console):
     ann, bob = api(console, "ann"), api(console, "bob")
     queues = {q["name"]: q for q in ann.get("/queues").json()["queues"]}
     assert queues["violence"]["count"] >= 1 and queues["violence"]["oldest_age_s"] >= 0
-    claim = ann.post(f"/tasks/{tid}/claim").json()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:  # two reviewers claim at the same moment
+        race = list(pool.map(lambda client: client.post(f"/tasks/{tid}/claim"), (ann, bob)))
+    assert sorted(r.status_code for r in race) == [200, 409], [r.text for r in race]
+    if race[1].status_code == 200:
+        bob.post(f"/tasks/{tid}/release")
+    claim = ann.post(f"/tasks/{tid}/claim").json() if race[0].status_code != 200 else race[0].json()
     assert claim["holder"] == "ann"
     assert bob.post(f"/tasks/{tid}/claim").status_code == 409
     assert bob.get(f"/tasks/{tid}").status_code == 403

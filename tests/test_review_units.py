@@ -253,6 +253,26 @@ def test_undo_restores_the_claim_when_the_decision_could_not_be_sent(engine):
     assert [t.queue for t in store.open_tasks()] == ["violence"]
 
 
+def test_admin_stats_count_throughput_breaches_and_peak_depth(engine):
+    from review_ui.stats import admin_stats
+
+    hour, minute = timedelta(hours=1), timedelta(minutes=1)
+    ClaimStore(engine)
+    quick = task_event("r-quick", at=T0 + 30 * minute)  # waits ten minutes, then rejected
+    late = task_event("r-late", 1, ("sexual_minor",), at=T0 + 90 * minute)  # 1 h SLA, decided 3 h later
+    moved = task_event("r-moved", at=T0 + 150 * minute)  # escalated, still open
+    stale = task_event("r-stale", 3, at=T0 - 30 * hour)  # open long past its 24 h SLA
+    project(engine, quick, late, moved, stale, decided(quick, "reject", "ann", T0 + 40 * minute),
+            decided(late, "approve", "ann", T0 + 270 * minute), decided(moved, "escalate", "bob", T0 + 210 * minute))
+    stats = admin_stats(engine, now=(T0 + 6 * hour).timestamp(), window_s=6 * 3600, buckets=6)  # from T0
+    assert [(t.reviewer, t.approved, t.rejected, t.escalated) for t in stats.throughput] == \
+        [("ann", 1, 1, 0), ("bob", 0, 0, 1)]
+    assert {b.task_id for b in stats.breaches} == {str(late.payload.task_id), str(stale.payload.task_id)}
+    assert (stats.open_breaches, stats.closed_breaches) == (1, 1)
+    assert [p.total for p in stats.depth] == [2, 2, 3, 3, 3, 2]  # the ten-minute wait shows in its hour
+    assert stats.depth[-1].depths == {"violence": 1, SENIOR: 1}
+
+
 # ---- users and sessions ---------------------------------------------------------------------------------------
 
 def test_passwords_are_hashed_with_scrypt_and_checked(engine):
@@ -405,3 +425,25 @@ def test_a_claim_that_cannot_be_audited_does_not_stand(console):
     assert response.status_code == 503 and "audit" in response.json()["reason"]
     store = console.app.state.console.claims
     assert [t.holder for t in store.open_tasks()] == [None]
+
+
+def test_add_user_command_stores_a_working_login_and_refuses_bad_input(tmp_path):
+    import os
+    import subprocess
+
+    from review_ui.users import UserStore
+    from streams.stack import hallmark_argv
+
+    env = {**os.environ, "HALLMARK_HOME": str(tmp_path / "home"), "HALLMARK_DATABASE_URL": ""}
+
+    def add(*args: str, password: str = PASSWORD) -> subprocess.CompletedProcess:
+        return subprocess.run(hallmark_argv("review", "add-user", *args, "--password-stdin"), input=password + "\n",
+                              env=env, capture_output=True, text=True, timeout=120)
+
+    made = add("ann", "--role", "reviewer", "--prompt-access")
+    assert made.returncode == 0 and "ann: reviewer, with prompt access" in made.stdout, made.stderr
+    assert add("ann", "--role", "admin").returncode == 2  # exists: --replace needed
+    short = add("bob", "--role", "admin", password="short")
+    assert short.returncode == 2 and "passwords are" in short.stderr
+    users = UserStore(engine_for(f"sqlite:///{tmp_path / 'home' / 'hallmark.db'}"))
+    assert users.authenticate("ann", PASSWORD).prompt_access and users.get("bob") is None

@@ -12,7 +12,7 @@ from schemas.events import ImageGeneratedPayload, ImageRef
 from streams.base import Source, Stage, in_thread, outcome
 
 MAX_IMAGES_PER_CALL = 8
-TIMEOUT_BASE_S, TIMEOUT_PER_IMAGE_STEP_S = 60.0, 0.5
+TIMEOUT_BASE_S, TIMEOUT_PER_IMAGE_STEP_S = 240.0, 1.0  # generous: a shared CPU can be slow; a hang still ends
 
 
 def requests_for(event: Event) -> list[GenerationRequest]:
