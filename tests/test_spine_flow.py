@@ -55,6 +55,29 @@ def test_request_produced_straight_onto_kafka_is_published(spine):
     assert_published_png(spine, spine.outcome(event.request_id))
 
 
+def test_published_image_verifies_on_all_three_signals(spine):
+    import time
+
+    from provenance.publisher import ProvenanceConfig
+    from provenance.store import BlobStore
+    from provenance.verify import Verifier
+
+    event = kafka_request(SAFE, seed=13)
+    spine.produce_event(event)
+    outcome = spine.outcome(event.request_id)
+    assert_published_png(spine, outcome)
+    data = BlobStore(spine.settings.blob_dir).get(outcome.payload.images[0].sha256)
+    deadline = time.monotonic() + 60
+    while True:  # the registry row comes from the projection of the `assets` event
+        answer = Verifier(ProvenanceConfig.from_settings(spine.settings)).verify(data)
+        if answer["registry"]["match"] or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert answer["c2pa"]["present"] and answer["c2pa"]["valid"], answer["c2pa"]
+    assert answer["watermark"]["detected"], answer["watermark"]
+    assert answer["registry"]["match"] and answer["registry"]["asset_id"] == outcome.payload.asset_ids[0]
+
+
 def test_blocked_prompt_is_rejected_without_any_job(spine):
     event = kafka_request(BLOCKED)
     spine.produce_event(event)
