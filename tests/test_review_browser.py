@@ -130,8 +130,8 @@ def test_log_in_claim_next_reveal_and_approve_reaches_published(spine, console, 
     assert page.inner_text("#prompt") == "a red circle above a blue square"
     page.click("#reveal-0")
     page.wait_for_function("() => { const i = document.getElementById('image-0');"
-                           " return i.classList.contains('revealed') && i.complete && i.naturalWidth === 256 }")
-    assert image.evaluate("img => getComputedStyle(img).filter") == "none"
+                           " return i.classList.contains('revealed') && i.complete && i.naturalWidth === 256"
+                           " && getComputedStyle(i).filter === 'none' }")  # once the un-blur transition ended
     assert "variant=full" in image.get_attribute("src")
     page.screenshot(path=str(tmp_path / "revealed.png"), full_page=True)
     page.fill("#reason", "abstract shapes, nothing explicit")
