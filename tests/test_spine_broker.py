@@ -57,6 +57,11 @@ def test_transactions_work_on_the_single_node(kafka):
                 await producer.send_and_wait("dlq", b"txn-probe", key=b"probe")
         finally:
             await producer.stop()
-        return [r.value for r in await read_all(kafka.bootstrap, "dlq")]
+        for _ in range(40):  # the commit marker reaches the partition a moment after commit returns
+            values = [r.value for r in await read_all(kafka.bootstrap, "dlq")]
+            if b"txn-probe" in values:
+                break
+            await asyncio.sleep(0.25)
+        return values
 
     assert b"txn-probe" in asyncio.run(go())
