@@ -189,11 +189,11 @@ class LocalKafka:
             return
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and process_alive(pid):
             time.sleep(0.2)
-        if _alive(pid):
+        if process_alive(pid):
             os.kill(pid, signal.SIGKILL)
-            while _alive(pid):
+            while process_alive(pid):
                 time.sleep(0.1)
         self.pid_file.unlink(missing_ok=True)
 
@@ -202,7 +202,8 @@ class LocalKafka:
         return asyncio.run(ensure_topics(self.bootstrap, topics or TOPICS))
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a pid still runs (reaping it first if it is our exited child)."""
     try:
         waited, _ = os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
         if waited == pid:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hallmark.config import Settings
 from schemas.topics import TOPICS
-from streams.broker import LocalKafka, ensure_topics, port_open
+from streams.broker import LocalKafka, ensure_topics, port_open, process_alive
 from streams.run import STAGES
 
 
@@ -128,12 +128,12 @@ class Stack:
             os.killpg(pid, sig)
             pids[name] = pid
         deadline = time.monotonic() + timeout
-        while any(_alive(p) for p in pids.values()) and time.monotonic() < deadline:
+        while any(process_alive(p) for p in pids.values()) and time.monotonic() < deadline:
             time.sleep(0.1)
         for name, pid in pids.items():
-            if _alive(pid):
+            if process_alive(pid):
                 os.killpg(pid, signal.SIGKILL)
-                while _alive(pid):
+                while process_alive(pid):
                     time.sleep(0.05)
             (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
             (self.run_dir / f"{name}.ready").unlink(missing_ok=True)
@@ -165,16 +165,3 @@ class Stack:
             kafka.stop()
             stopped.append("kafka")
         return stopped
-
-
-def _alive(pid: int) -> bool:
-    try:
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
