@@ -9,6 +9,7 @@ from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from provenance.store import BlobStore
 from provenance.watermark import WatermarkReading, agreement
+from hallmark.db import create_tables
 
 PHASH_BITS = 64
 
@@ -72,7 +73,7 @@ class AssetRegistry:
         self.blobs = blobs
         self.cache_seconds = cache_seconds
         self._columns: dict[str, _Column] = {}
-        SQLModel.metadata.create_all(self.engine, tables=[AssetRecord.__table__])
+        create_tables(self.engine, [AssetRecord.__table__])
 
     def upsert(self, *, asset_id: str, sha256: str, watermark_payload: str, model_id: str, policy_version: str,
                width: int, height: int, created_at: dt.datetime, manifest_label: str | None = None,

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, select
 from starlette.concurrency import run_in_threadpool
 
 from hallmark.config import Settings
@@ -18,6 +18,7 @@ from streams.readmodels import engine_for
 from streams.review_claims import Claim, ClaimError, ClaimStore
 from streams.review_events import EventSender, activity_event, decision_event, read_task_event
 from streams.review_queue import SENIOR, TABLES, ReviewHistoryRow, ReviewQueueRow
+from hallmark.db import create_tables
 
 DECISIONS = ("approve", "reject", "escalate")
 MAX_REASON = 2000
@@ -78,7 +79,7 @@ class Console:
     def __init__(self, settings: Settings, config: ConsoleConfig, clock: Callable[[], float] = time.time):
         self.settings, self.config, self.clock = settings, config, clock
         self.engine = engine_for(settings.db_url)
-        SQLModel.metadata.create_all(self.engine, tables=TABLES)  # usable before the projector first ran
+        create_tables(self.engine, TABLES)  # usable before the projector first ran
         self.claims = ClaimStore(self.engine, config.lease_s, clock)
         self.users = UserStore(self.engine)
         self.sessions = SessionStore(self.engine, config.session_idle_s, config.session_absolute_s, clock)

@@ -9,6 +9,7 @@ from typing import Callable
 
 from sqlalchemy import delete, update
 from sqlmodel import Field, Session, SQLModel
+from hallmark.db import create_tables
 
 
 class SessionRow(SQLModel, table=True):
@@ -38,7 +39,7 @@ class SessionStore:
     def __init__(self, engine, idle_s: float = 1800.0, absolute_s: float = 12 * 3600.0,
                  clock: Callable[[], float] = time.time):
         self.engine, self.idle_s, self.absolute_s, self.clock = engine, idle_s, absolute_s, clock
-        SQLModel.metadata.create_all(engine, tables=[SessionRow.__table__])
+        create_tables(engine, [SessionRow.__table__])
 
     def create(self, user: str) -> tuple[str, LiveSession]:
         """A fresh token (never reuse a pre-login one: no session fixation) and its CSRF secret."""

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from sqlmodel import Field, Session, SQLModel, select
+from hallmark.db import create_tables
 
 ROLES = ("reviewer", "admin")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -75,7 +76,7 @@ def _dummy_hash() -> str:
 class UserStore:
     def __init__(self, engine):
         self.engine = engine
-        SQLModel.metadata.create_all(engine, tables=[UserRow.__table__])
+        create_tables(engine, [UserRow.__table__])
 
     def add(self, name: str, role: str, password: str, prompt_access: bool = False, replace: bool = False) -> User:
         """Create (or with `replace`, reset) a user; ValueError names what is wrong with the input."""

@@ -22,6 +22,7 @@ from schemas.events import GenerationSpec, RequestSubmittedPayload
 from streams.apikeys import ApiKeys
 from streams.base import producer_for
 from streams.readmodels import AssetRow, RequestRow, engine_for
+from hallmark.db import create_tables
 
 MAX_BODY = 1024 * 1024
 USER_FIELDS = {"prompt", "negative_prompt", "width", "height", "steps", "guidance", "seed", "n", "sampler", "model",
@@ -49,7 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     keys = ApiKeys.load(settings.home / "api-keys.json")
     engine = engine_for(settings.db_url)
-    SQLModel.metadata.create_all(engine, tables=[AcceptedRequest.__table__])
+    create_tables(engine, [AcceptedRequest.__table__])
     blobs = BlobStore(settings.blob_dir)
     state: dict[str, AIOKafkaProducer] = {}
 

@@ -13,6 +13,7 @@ from sqlalchemy import event as sa_event
 from sqlmodel import Field, Session, SQLModel, create_engine
 
 from schemas import Event
+from hallmark.db import create_tables
 
 RANK = {"submitted": 0, "screened": 1, "review": 1, "generating": 2, "generated": 3, "image_review": 4,
         "publishing": 4, "published": 9, "rejected": 9, "failed": 9}
@@ -102,7 +103,7 @@ def engine_for(db_url: str):
             conn.execute("PRAGMA busy_timeout=30000")
     else:
         engine = create_engine(db_url, pool_pre_ping=True)
-    SQLModel.metadata.create_all(engine, tables=TABLES)
+    create_tables(engine, TABLES)
     return engine
 
 

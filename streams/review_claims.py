@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel
 
 from streams.review_queue import SENIOR, ReviewQueueRow
+from hallmark.db import create_tables
 
 
 class ReviewClaimRow(SQLModel, table=True):
@@ -92,7 +93,7 @@ class ClaimStore:
 
     def __init__(self, engine, lease_s: float = 900.0, clock: Callable[[], float] = time.time):
         self.engine, self.lease_s, self.clock = engine, lease_s, clock
-        SQLModel.metadata.create_all(engine, tables=[C])
+        create_tables(engine, [C])
 
     # ---- reads ------------------------------------------------------------------------------------------------
 

@@ -98,6 +98,10 @@ class Stack:
         (self.run_dir / f"{service.name}.pid").write_text(str(proc.pid))
         return True
 
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        path = self.log_dir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
+
     def ready(self, service: Service) -> bool:
         if service.port:
             return port_open(service.port)
@@ -153,7 +157,8 @@ class Stack:
             self.start(service)
         late = self.wait_ready(stages + web)
         if late:
-            raise RuntimeError(f"not ready: {', '.join(late)}; see {self.log_dir}/<name>.log")
+            tails = "".join(f"\n--- {name}.log (last lines) ---\n{self.log_tail(name)}" for name in late)
+            raise RuntimeError(f"not ready: {', '.join(late)}; see {self.log_dir}/<name>.log{tails}")
         where.update({s.name: s.url() or f"stage (consumer group hallmark-{s.name})" for s in stages + web})
         return where
 

@@ -10,6 +10,7 @@ from hallmark.config import Settings
 from schemas import TOPICS, Event, PoisonMessage, parse_event
 from streams.base import Source, Stage
 from streams.readmodels import TABLES, apply, engine_for
+from hallmark.db import create_tables
 
 SOURCES = tuple(name for name in TOPICS if name not in ("audit", "dlq"))
 log = logging.getLogger("hallmark.streams")
@@ -43,7 +44,7 @@ class Projector:
 
     def drop(self) -> None:
         SQLModel.metadata.drop_all(self.engine, tables=TABLES)
-        SQLModel.metadata.create_all(self.engine, tables=TABLES)
+        create_tables(self.engine, TABLES)
         self.registry.delete_all()
 
 

@@ -10,6 +10,7 @@ from schemas import TOPICS, PoisonMessage, parse_event
 from streams.base import Source, Stage
 from streams.readmodels import engine_for
 from streams.review_queue import TABLES, apply
+from hallmark.db import create_tables
 
 SOURCES = ("review-tasks", "review-decisions", "audit")
 
@@ -38,7 +39,7 @@ class ReviewQueueStage(Stage):
 
     async def start(self) -> None:
         self.engine = engine_for(self.settings.db_url)
-        SQLModel.metadata.create_all(self.engine, tables=TABLES)
+        create_tables(self.engine, TABLES)
 
     async def handle_raw(self, sources: Sequence[Source]) -> list:
         apply_records(self.engine, ((s.topic, s.partition, s.offset, s.value) for s in sources))
@@ -55,5 +56,5 @@ async def rebuild(settings: Settings) -> int:
                                                                                           topic)])
     engine = engine_for(settings.db_url)
     SQLModel.metadata.drop_all(engine, tables=TABLES)
-    SQLModel.metadata.create_all(engine, tables=TABLES)
+    create_tables(engine, TABLES)
     return apply_records(engine, records)
