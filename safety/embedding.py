@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -20,7 +21,9 @@ class EncoderConfig:
     batch_size: int = 64
     max_tokens: int = 256  # the model's trained window; longer prompts are cut into overlapping windows
     stride: int = 32
-    threads: int | None = None  # torch/faiss intra-op threads; None leaves the process setting alone
+    threads: int | None = None  # torch/ORT/faiss intra-op threads; None leaves the process setting alone
+    runtime: str = "onnx"  # "onnx": the same weights on ONNX Runtime (exported once, cached); "torch": eager PyTorch
+    cache_dir: str | None = None  # where the ONNX export is kept; default $HALLMARK_CACHE or ~/.cache/hallmark
 
 
 class Encoder:
@@ -44,8 +47,27 @@ class Encoder:
             torch.set_num_threads(config.threads)
         self._torch = torch
         self.config = config
+        if config.runtime not in ("onnx", "torch"):
+            raise ValueError(f"unknown encoder runtime {config.runtime!r}: use 'onnx' or 'torch'")
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+        self._onnx = None
+        if config.runtime == "onnx":
+            from .onnx_encoder import default_cache_dir, load_onnx_hidden
+
+            cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+            self._onnx = load_onnx_hidden(self.model, self.tokenizer, Path(path), cache, config.threads)
+
+    def _pooled(self, enc) -> np.ndarray:
+        """Mean pooling over real tokens, then L2 normalisation: (B, 384) float32."""
+        mask = np.asarray(enc["attention_mask"], np.float32)[..., None]  # (B, T, 1)
+        if self._onnx is not None:
+            hidden = self._onnx(enc)
+        else:
+            with self._torch.inference_mode():
+                hidden = self.model(**{k: self._torch.as_tensor(v) for k, v in enc.items()}).last_hidden_state.numpy()
+        pooled = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
+        return (pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(n, 384) float32 unit vectors of each text's first window (for short texts such as exemplars)."""
@@ -65,15 +87,10 @@ class Encoder:
             ids = np.asarray(order[start:start + bs], np.int64)
             enc = self.tokenizer(
                 [texts[i] for i in ids], padding=True, truncation=True, max_length=self.config.max_tokens,
-                stride=self.config.stride, return_overflowing_tokens=True, return_tensors="pt",
+                stride=self.config.stride, return_overflowing_tokens=True, return_tensors="np",
             )
-            owners.append(ids[enc.pop("overflow_to_sample_mapping").numpy()])
-            with self._torch.inference_mode():
-                hidden = self.model(**enc).last_hidden_state
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            pooled = self._torch.nn.functional.normalize(pooled, p=2, dim=1)
-            out.append(pooled.numpy().astype(np.float32))
+            owners.append(ids[np.asarray(enc.pop("overflow_to_sample_mapping"), np.int64)])
+            out.append(self._pooled(dict(enc)))
         if not out:
             return np.zeros((0, DIM), np.float32), np.zeros(0, np.int64)
         return np.concatenate(out), np.concatenate(owners)

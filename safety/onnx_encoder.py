@@ -1,0 +1,86 @@
+"""MiniLM on ONNX Runtime: the package's own weights, exported once per machine and cached.
+
+ONNX Runtime's fused CPU kernels run this 6-layer BERT about 3× faster per single prompt than PyTorch eager, with the
+same embeddings (cosine ≥ 0.9999), which is what lets the prompt gate answer in milliseconds.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def default_cache_dir() -> Path:
+    """Machine-wide, not per HALLMARK_HOME: every stack and test on this machine shares one export."""
+    if os.environ.get("HALLMARK_CACHE"):
+        return Path(os.environ["HALLMARK_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hallmark"
+
+
+def weights_digest(model_dir: Path) -> str:
+    """A short content hash of the weights, so a changed model never reuses a stale export."""
+    h = hashlib.sha256()
+    for name in ("config.json", "model.safetensors", "pytorch_model.bin"):
+        path = model_dir / name
+        if path.exists():
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()[:16]
+
+
+def export_onnx(model, tokenizer, out: Path) -> Path:
+    """Trace `model` (a transformers BertModel) to ONNX with dynamic batch and sequence axes; atomic write."""
+    import torch
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self, bert):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                             token_type_ids=token_type_ids).last_hidden_state
+
+    sample = tokenizer(["a red circle", "two blue squares on a gray background"], padding=True, return_tensors="pt")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        torch.onnx.export(LastHidden(model).eval(), tuple(sample[k] for k in INPUTS), tmp, input_names=list(INPUTS),
+                          output_names=["last_hidden_state"], opset_version=17, dynamo=False,
+                          dynamic_axes={k: {0: "batch", 1: "tokens"} for k in (*INPUTS, "last_hidden_state")})
+        os.replace(tmp, out)  # two processes exporting at once both end with a whole file
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return out
+
+
+class OnnxHidden:
+    """last_hidden_state from an ONNX Runtime session; inputs are the tokenizer's numpy arrays."""
+
+    def __init__(self, onnx_path: Path, threads: int | None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, enc: dict) -> np.ndarray:
+        feed = {k: np.asarray(enc[k], np.int64) for k in INPUTS if k in enc}
+        return self.session.run(None, feed)[0]  # (B, T, 384)
+
+
+def load_onnx_hidden(model, tokenizer, model_dir: Path, cache_dir: Path, threads: int | None) -> OnnxHidden:
+    path = cache_dir / f"minilm-{weights_digest(model_dir)}.onnx"
+    if not path.exists():
+        export_onnx(model, tokenizer, path)
+    return OnnxHidden(path, threads)
