@@ -34,10 +34,15 @@ class GeneratedImage:
     image: Image.Image  # RGB, output size
     model_id: str
 
-    def png_bytes(self) -> bytes:
-        """PNG with the generation parameters in a `hallmark` tEXt chunk (prompt included: it is the user's file)."""
+    def png_bytes(self, include_prompt: bool = True) -> bytes:
+        """PNG with the generation parameters in a `hallmark` tEXt chunk. The CLI's files keep the prompt (they are
+        the user's); the platform's stored images leave it out, since blobs outlive requests and reach reviewers."""
+        params = asdict(self.request)
+        if not include_prompt:
+            params.pop("prompt")
+            params.pop("negative_prompt")
         info = PngImagePlugin.PngInfo()
-        info.add_text("hallmark", json.dumps({**asdict(self.request), "model_id": self.model_id}))
+        info.add_text("hallmark", json.dumps({**params, "model_id": self.model_id}))
         buf = io.BytesIO()
         self.image.save(buf, format="PNG", pnginfo=info)
         return buf.getvalue()

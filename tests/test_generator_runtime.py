@@ -1,6 +1,7 @@
 """Generator runtime: fidelity to diffusers, batch invariance, other SD-family shapes, clear errors."""
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -71,6 +72,9 @@ def test_default_output_size_and_png_metadata(default_generator, tmp_path):
 
     meta = json.loads(Image.open(path).text["hallmark"])
     assert meta["seed"] == 1 and meta["steps"] == 4 and meta["model_id"] == default_generator.model_id
+    assert meta["prompt"] == "a red circle"
+    stored = json.loads(Image.open(io.BytesIO(image.png_bytes(include_prompt=False))).text["hallmark"])
+    assert "prompt" not in stored and "negative_prompt" not in stored and stored["seed"] == 1
 
 
 def test_loads_other_sd_family_model(tiny_model):

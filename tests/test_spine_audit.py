@@ -117,6 +117,8 @@ def test_prompt_appears_nowhere_in_audit_logs_or_read_models(spine):
     audit_bytes = b"".join(r.value for r in spine.records("audit"))
     assert needle not in audit_bytes
     assert marker not in logs_text(spine.settings.home)
+    blobs = [p for p in spine.settings.blob_dir.rglob("*") if p.is_file()]
+    assert blobs and not [p for p in blobs if needle in p.read_bytes()]  # stored PNGs keep parameters, not prompts
     db = Path(spine.settings.db_url.removeprefix("sqlite:///"))
     for path in [db, *db.parent.glob(db.name + "-*")]:
         assert needle not in path.read_bytes(), path

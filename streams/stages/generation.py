@@ -91,7 +91,7 @@ class GenerationStage(Stage):
                 continue
             refs, model_id = [], ""
             for index, (req, image) in enumerate(results[i]):
-                sha = self.blobs.put(image.png_bytes())
+                sha = self.blobs.put(image.png_bytes(include_prompt=False))  # no prompt text at rest
                 refs.append(ImageRef(sha256=sha, index=index, width=image.image.width,
                                      height=image.image.height, seed=req.seed))
                 model_id = image.model_id
