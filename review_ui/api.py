@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from review_ui.http import CSRF_HEADER, Caller, caller, check_csrf, json_body
+from review_ui.http import CSRF_HEADER, Caller, caller, check_csrf, client_address, json_body
 from review_ui.service import Console, ConsoleError
 from review_ui.stats import admin_stats
 from streams.review_claims import Claim
@@ -67,7 +67,7 @@ def claim_json(claim: Claim) -> dict:
 async def login(request: Request):
     console = _console(request)
     body = await json_body(request, console.config.max_body, LoginBody)
-    user = await run_in_threadpool(console.users.authenticate, body.name, body.password)
+    user = await run_in_threadpool(console.authenticate, body.name, body.password, client_address(request))
     if user is None:
         raise ConsoleError(401, "unknown user or wrong password")
     token, session = await run_in_threadpool(console.sessions.create, user.name)

@@ -109,7 +109,7 @@ def create_app(settings: Settings, config: ConsoleConfig | None = None,
 def failure(request: Request, exc: ConsoleError):
     """JSON `{"reason": …}` for the API, an error page for browsers."""
     if request.url.path.startswith("/api/"):
-        return JSONResponse({"reason": exc.reason}, status_code=exc.status)
+        return JSONResponse({"reason": exc.reason}, status_code=exc.status, headers=exc.headers)
     if exc.status == 401:  # no or expired session: to the login page, then back here
         target = request.url.path if request.method == "GET" else "/"
         response = RedirectResponse(f"/login?next={urllib.parse.quote(target)}", status_code=303)
@@ -118,4 +118,4 @@ def failure(request: Request, exc: ConsoleError):
         return response
     page = request.app.state.templates.get_template("error.html").render(status=exc.status, reason=exc.reason,
                                                                          user=None, csrf="")
-    return HTMLResponse(page, status_code=exc.status)
+    return HTMLResponse(page, status_code=exc.status, headers=exc.headers)

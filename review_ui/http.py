@@ -127,3 +127,9 @@ def safe_next(target: str | None) -> str:
     if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
         return target
     return "/"
+
+
+def client_address(request: Request) -> str:
+    """The peer's address for login throttling (behind a proxy, run uvicorn with --proxy-headers so this is the
+    client's rather than the proxy's)."""
+    return request.client.host if request.client else "unknown"

@@ -11,14 +11,15 @@ from sqlmodel import Session, select
 from starlette.concurrency import run_in_threadpool
 
 from hallmark.config import Settings
+from hallmark.db import create_tables
 from provenance.store import BlobStore
+from review_ui.login_throttle import LoginThrottle, ThrottleConfig
 from review_ui.sessions import SessionStore
 from review_ui.users import User, UserStore
 from streams.readmodels import engine_for
 from streams.review_claims import Claim, ClaimError, ClaimStore
 from streams.review_events import EventSender, activity_event, decision_event, read_task_event
 from streams.review_queue import SENIOR, TABLES, ReviewHistoryRow, ReviewQueueRow
-from hallmark.db import create_tables
 
 DECISIONS = ("approve", "reject", "escalate")
 MAX_REASON = 2000
@@ -31,14 +32,15 @@ class ConsoleConfig:
     session_absolute_s: float = 12 * 3600.0
     max_body: int = 64 * 1024
     secure_cookies: bool = True  # only `serve --insecure-cookies` (plain-HTTP hosts other than localhost) clears it
+    login_throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
 
 
 class ConsoleError(Exception):
     """A refused action: HTTP status and a reason safe to show."""
 
-    def __init__(self, status: int, reason: str):
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None):
         super().__init__(reason)
-        self.status, self.reason = status, reason
+        self.status, self.reason, self.headers = status, reason, headers or {}
 
 
 @dataclass
@@ -85,6 +87,19 @@ class Console:
         self.sessions = SessionStore(self.engine, config.session_idle_s, config.session_absolute_s, clock)
         self.sender = EventSender(settings.kafka_bootstrap)
         self.blobs = BlobStore(settings.blob_dir)
+        self.throttle = LoginThrottle(config.login_throttle, clock)
+
+    def authenticate(self, name: str, password: str, client: str) -> User | None:
+        """The user, or None for a wrong name or password; 429 once this account or client failed too often."""
+        wait = self.throttle.retry_after(name, client)
+        if wait:
+            raise ConsoleError(429, f"too many failed logins; try again in {wait} s", {"Retry-After": str(wait)})
+        user = self.users.authenticate(name, password)
+        if user is None:
+            self.throttle.failed(name, client)
+        else:
+            self.throttle.succeeded(name)
+        return user
 
     # ---- reads --------------------------------------------------------------------------------------------
 

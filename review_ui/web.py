@@ -8,7 +8,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from review_ui.http import LOGIN_COOKIE, SESSION_COOKIE, Caller, caller, check_csrf, form, safe_next
+from review_ui.http import (LOGIN_COOKIE, SESSION_COOKIE, Caller, caller, check_csrf, client_address, form,
+                            safe_next)
 from review_ui.service import Console, ConsoleError
 
 router = APIRouter(include_in_schema=False)
@@ -70,7 +71,7 @@ async def login(request: Request):
     expected = request.cookies.get(LOGIN_COOKIE, "")
     if not expected or not hmac.compare_digest(expected.encode(), data["csrf_token"].encode()):
         raise ConsoleError(403, "the login form expired or was not ours; reload the login page")
-    user = await run_in_threadpool(console.users.authenticate, data["name"], data["password"])
+    user = await run_in_threadpool(console.authenticate, data["name"], data["password"], client_address(request))
     if user is None:
         token = secrets.token_urlsafe(32)
         response = render(request, "login.html", None, 401, login_csrf=token, next=safe_next(data.get("next")),

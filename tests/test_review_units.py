@@ -365,6 +365,28 @@ def test_unauthenticated_requests_are_refused_or_redirected(console):
     assert console.post("/api/v1/login", json={"name": "ann", "password": "wrong password"}).status_code == 401
 
 
+def test_repeated_failed_logins_lock_the_account_for_a_while(console):
+    for _ in range(5):
+        assert console.post("/api/v1/login", json={"name": "ann", "password": "guess"}).status_code == 401
+    locked = console.post("/api/v1/login", json={"name": "ann", "password": PASSWORD})  # even the right password
+    assert locked.status_code == 429 and "too many failed logins" in locked.json()["reason"]
+    assert 0 < int(locked.headers["Retry-After"]) <= 900
+    page = console.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    form = console.post("/login", data={"name": "ANN", "password": PASSWORD, "csrf_token": token, "next": "/"},
+                        follow_redirects=False)
+    assert form.status_code == 429 and "Retry-After" in form.headers  # the form and any casing are locked too
+    api_login(console, "boss")  # other accounts are not
+    console.clock.t += 901
+    api_login(console, "ann")
+
+
+def test_one_client_spraying_many_names_is_throttled(console):
+    for i in range(20):
+        assert console.post("/api/v1/login", json={"name": f"user{i}", "password": "x"}).status_code == 401
+    assert console.post("/api/v1/login", json={"name": "boss", "password": PASSWORD}).status_code == 429
+
+
 def test_a_reviewer_cannot_open_the_admin_view_or_an_unclaimed_task(console):
     browser_login(console, "ann")
     assert console.get("/admin").status_code == 403
