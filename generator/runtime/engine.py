@@ -83,9 +83,10 @@ class Generator:
         c = self.model.components
         unet, vae, first = c["unet"], c["vae"], batch[0]
         scheduler = make_scheduler(first.sampler, c["scheduler_config"])
-        cond = self.encode_prompts([r.prompt for r in batch])  # (B, T, D)
-        uncond = self.encode_prompts([r.negative_prompt for r in batch])  # (B, T, D)
-        embeds = torch.cat([uncond, cond])  # (2B, T, D), the pipeline's [negative, positive] order
+        texts = [r.negative_prompt for r in batch] + [r.prompt for r in batch]  # the pipeline's [negative, positive]
+        unique = list(dict.fromkeys(texts))  # most negatives are "" : encode each distinct text once
+        row = {text: i for i, text in enumerate(unique)}
+        embeds = self.encode_prompts(unique)[[row[t] for t in texts]]  # (2B, T, D)
         guidance = torch.tensor([max(r.guidance, 1.0) for r in batch], dtype=unet.dtype).view(-1, 1, 1, 1)
         h, w = self.model.latent_size(first.width, first.height)
         latents = torch.cat([
