@@ -1,10 +1,11 @@
 """Embedding-cluster gate: all-MiniLM-L6-v2 sentence embeddings, one FAISS inner-product index per cluster."""
 from __future__ import annotations
 
+import logging
 import os
 import re
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -56,7 +57,11 @@ class Encoder:
             from .onnx_encoder import default_cache_dir, load_onnx_hidden
 
             cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-            self._onnx = load_onnx_hidden(self.model, self.tokenizer, Path(path), cache, config.threads)
+            try:
+                self._onnx = load_onnx_hidden(self.model, self.tokenizer, Path(path), cache, config.threads)
+            except Exception as exc:  # same embeddings either way: a slower gate beats a gate that is down
+                logging.getLogger(__name__).warning(
+                    "ONNX Runtime encoder unavailable (%s: %s); using PyTorch", exc.__class__.__name__, exc)
 
     def _pooled(self, enc) -> np.ndarray:
         """Mean pooling over real tokens, then L2 normalisation: (B, 384) float32."""

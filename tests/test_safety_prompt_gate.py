@@ -26,6 +26,23 @@ def gate() -> LayeredPromptGate:
     return g
 
 
+def test_onnx_runtime_encoder_matches_pytorch_and_falls_back_when_it_cannot_export(gate, tmp_path, caplog):
+    texts = ["a naked mole rat", "a shooting star over the sea", "x " * 300]  # the last spans several windows
+    onnx: Encoder = gate._clusters.encoder
+    assert onnx._onnx is not None
+    torch_enc = Encoder(replace(ENC, runtime="torch"))
+    (v_onnx, owners_onnx), (v_torch, owners_torch) = onnx.encode_windows(texts), torch_enc.encode_windows(texts)
+    assert np.array_equal(owners_onnx, owners_torch) and len(owners_onnx) > len(texts)
+    assert float((v_onnx * v_torch).sum(1).min()) > 0.9999
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the cache folder should be")
+    fallback = Encoder(replace(ENC, cache_dir=str(blocked / "cache")))
+    assert fallback._onnx is None and "using PyTorch" in caplog.text
+    assert float((fallback.encode(texts[:2]) * v_torch[:2]).sum(1).min()) > 0.9999
+    with pytest.raises(ValueError, match="unknown encoder runtime"):
+        Encoder(replace(ENC, runtime="tensorflow"))
+
+
 def test_encoder_gives_unit_vectors_and_batching_does_not_change_them(gate):
     enc: Encoder = gate._clusters.encoder
     texts = ["a red fox in the snow", "a bowl of ramen", "x" * 50]
