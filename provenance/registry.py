@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
+from hallmark.db import create_tables
 from provenance.store import BlobStore
 from provenance.watermark import WatermarkReading, agreement
-from hallmark.db import create_tables
 
 PHASH_BITS = 64
 

@@ -9,6 +9,7 @@ from typing import Callable
 
 from sqlalchemy import delete, update
 from sqlmodel import Field, Session, SQLModel
+
 from hallmark.db import create_tables
 
 

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from sqlmodel import Field, Session, SQLModel, select
+
 from hallmark.db import create_tables
 
 ROLES = ("reviewer", "admin")

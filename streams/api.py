@@ -16,13 +16,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, select
 
 from hallmark.config import Settings
+from hallmark.db import create_tables
 from provenance.store import BlobStore
 from schemas import RequestSubmitted, new_event_id
 from schemas.events import GenerationSpec, RequestSubmittedPayload
 from streams.apikeys import ApiKeys
 from streams.base import producer_for
 from streams.readmodels import AssetRow, RequestRow, engine_for
-from hallmark.db import create_tables
 
 MAX_BODY = 1024 * 1024
 USER_FIELDS = {"prompt", "negative_prompt", "width", "height", "steps", "guidance", "seed", "n", "sampler", "model",

@@ -12,8 +12,8 @@ from pathlib import Path
 from sqlalchemy import event as sa_event
 from sqlmodel import Field, Session, SQLModel, create_engine
 
-from schemas import Event
 from hallmark.db import create_tables
+from schemas import Event
 
 RANK = {"submitted": 0, "screened": 1, "review": 1, "generating": 2, "generated": 3, "image_review": 4,
         "publishing": 4, "published": 9, "rejected": 9, "failed": 9}

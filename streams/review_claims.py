@@ -16,8 +16,8 @@ from sqlalchemy import and_, exists, false, func, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel
 
-from streams.review_queue import SENIOR, ReviewQueueRow
 from hallmark.db import create_tables
+from streams.review_queue import SENIOR, ReviewQueueRow
 
 
 class ReviewClaimRow(SQLModel, table=True):

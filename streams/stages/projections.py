@@ -7,10 +7,10 @@ from typing import Iterable, Sequence
 from sqlmodel import Session, SQLModel
 
 from hallmark.config import Settings
+from hallmark.db import create_tables
 from schemas import TOPICS, Event, PoisonMessage, parse_event
 from streams.base import Source, Stage
 from streams.readmodels import TABLES, apply, engine_for
-from hallmark.db import create_tables
 
 SOURCES = tuple(name for name in TOPICS if name not in ("audit", "dlq"))
 log = logging.getLogger("hallmark.streams")

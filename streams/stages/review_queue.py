@@ -6,11 +6,11 @@ from typing import Iterable, Sequence
 from sqlmodel import Session, SQLModel
 
 from hallmark.config import Settings
+from hallmark.db import create_tables
 from schemas import TOPICS, PoisonMessage, parse_event
 from streams.base import Source, Stage
 from streams.readmodels import engine_for
 from streams.review_queue import TABLES, apply
-from hallmark.db import create_tables
 
 SOURCES = ("review-tasks", "review-decisions", "audit")
 
