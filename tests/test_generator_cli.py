@@ -50,6 +50,10 @@ def test_eval_shapes_writes_images_in_line_order_and_scores(tmp_path):
     assert set(report["seen"]["per_category"]) == {"single_object", "position"}
     assert report["held_out"]["prompts"] == 1  # purple triangle is a held-out combination
     assert 0.0 <= report["seen"]["overall"] <= 1.0
+    rows = [line.split("\t") for line in (tmp_path / "out" / "results.tsv").read_text().splitlines()[1:]]
+    assert [(r[0], r[1], r[2]) for r in rows] == [("0000.png", "single_object", "0"), ("0001.png", "position", "0"),
+                                                  ("0002.png", "colors", "1")]
+    assert all(r[3] in "01" and (r[4] == "ok") == (r[3] == "1") for r in rows)
 
 
 def test_eval_shapes_rejects_unparseable_prompt_file(tmp_path):

@@ -86,7 +86,8 @@ def test_loads_other_sd_family_model(tiny_model):
     assert not np.array_equal(np.asarray(images[0].image), np.asarray(images[1].image))
     theirs = _pipeline(gen, "euler")("a cat", num_inference_steps=3, guidance_scale=5.0,
                                      generator=torch.Generator().manual_seed(1), output_type="np", height=64, width=64)
-    ours = gen.denoise([GenerationRequest(prompt="a cat", seed=1, steps=3, sampler="euler", width=64, height=64)])[0]
+    ours = gen.denoise([GenerationRequest(prompt="a cat", seed=1, steps=3, guidance=5.0, sampler="euler", width=64,
+                                          height=64)])[0]
     assert np.abs(ours - theirs.images[0]).max() <= 2 / 255
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers.models.attention_processor import AttnProcessor
 from diffusers.training_utils import EMAModel
 
 from generator.text_encoder import encode, load_text_encoder, load_tokenizer
@@ -101,6 +102,9 @@ def train(model_cfg: DenoiserConfig, cfg: TrainConfig, vae_ckpt: Path, caption_d
     captions_to_emb = CaptionCache(tokenizer, text_encoder)
     null_emb = captions_to_emb([""])  # (1, T, 384): the unconditional embedding CFG uses at sampling time
     unet = build_unet(model_cfg).to(device).train()
+    if device.type == "cpu":
+        # at 16-64 tokens PyTorch's CPU flash-attention kernel is slower than plain matmuls (+16% samples/s here)
+        unet.set_attn_processor(AttnProcessor())
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=0.75)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.01)
     sched = noise_schedule()
