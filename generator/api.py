@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 
 from PIL import Image, PngImagePlugin
 
+from generator import DEFAULT_GUIDANCE
+
 SAMPLERS = ("ddim", "euler", "dpmpp_2m")
 
 
@@ -18,7 +20,7 @@ class GenerationRequest:
     negative_prompt: str = ""
     seed: int = 0
     steps: int = 20
-    guidance: float = 4.0  # the embedded model scores best at 3–4 (README); SD-family models like 7.5
+    guidance: float = DEFAULT_GUIDANCE
     sampler: str = "dpmpp_2m"
     width: int = 256
     height: int = 256

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from generator.api import GenerationRequest
+from generator import DEFAULT_GUIDANCE
 from hallmark.cli import CommandError
 
 
@@ -16,7 +16,7 @@ def register(subparsers) -> None:
     gen.add_argument("-o", "--out", required=True, type=Path, help="output PNG path")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--steps", type=int, default=20)
-    gen.add_argument("--guidance", type=float, default=GenerationRequest.guidance)
+    gen.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
     gen.add_argument("--negative", default="", help="negative prompt")
     gen.add_argument("--sampler", default="dpmpp_2m", help="ddim | euler | dpmpp_2m")
     gen.add_argument("--size", type=int, default=None, help="output side in pixels (default: the model's)")
@@ -32,7 +32,7 @@ def register(subparsers) -> None:
     shapes.add_argument("--out", type=Path, required=True, help="folder for 0000.png, 0001.png, …")
     shapes.add_argument("--seed", type=int, default=0)
     shapes.add_argument("--steps", type=int, default=20)
-    shapes.add_argument("--guidance", type=float, default=GenerationRequest.guidance)
+    shapes.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
     shapes.add_argument("--sampler", default="dpmpp_2m")
     shapes.add_argument("--batch", type=int, default=8)
     shapes.add_argument("--model", default=None)
@@ -54,6 +54,8 @@ def _load_generator(model: str | None, max_batch: int = 8):
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    from generator.api import GenerationRequest
+
     gen = _load_generator(args.model)
     size = args.size or gen.model.output_size or gen.model.native_size
     request = GenerationRequest(prompt=args.prompt, negative_prompt=args.negative, seed=args.seed, steps=args.steps,
@@ -89,6 +91,7 @@ def run_eval_shapes(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
+    from generator.api import GenerationRequest
     from generator.shapes.captions import parse_prompt
     from generator.shapes.checker import check, score
 

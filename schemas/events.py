@@ -38,7 +38,7 @@ class GenerationSpec(Payload):
     width: int = Field(default=256, ge=64, le=2048, multiple_of=8)
     height: int = Field(default=256, ge=64, le=2048, multiple_of=8)
     steps: int = Field(default=20, ge=1, le=200)
-    guidance: float = Field(default=4.0, ge=0.0, le=30.0)
+    guidance: float = Field(default=4.0, ge=0.0, le=30.0)  # = generator.DEFAULT_GUIDANCE (a test checks)
     seed: int = Field(default=0, ge=0, lt=2**63)
     n: int = Field(default=1, ge=1, le=8)
     sampler: Literal["ddim", "euler", "dpmpp_2m"] = "dpmpp_2m"

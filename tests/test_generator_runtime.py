@@ -114,3 +114,10 @@ def test_missing_or_incomplete_model_folder(tmp_path):
     (broken / "unet" / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(ModelError, match="incomplete: missing unet/ weights"):
         Generator.load(broken)
+
+
+def test_requests_by_http_kafka_and_cli_share_one_default_guidance():
+    from generator import DEFAULT_GUIDANCE
+    from schemas.events import GenerationSpec
+
+    assert GenerationSpec.model_fields["guidance"].default == GenerationRequest.guidance == DEFAULT_GUIDANCE
