@@ -39,6 +39,8 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 5e-4
     warmup: int = 200
+    decay_from: int = 0  # step where the linear cool-down to zero at `steps` begins; 0 = constant after warmup
+    batch_reuse: int = 1  # optimizer steps per rendered, encoded batch
     ema_decay: float = 0.999
     ckpt_every: int = 250
     threads: int = 0  # 0: all cores

@@ -1,7 +1,8 @@
 """Stage 2: train the text-conditioned latent UNet (v-prediction, zero terminal SNR, min-SNR-γ weighting, EMA).
 
 v-prediction: Salimans & Ho 2022; zero terminal SNR: Lin et al. 2023; min-SNR-γ: Hang et al. 2023;
-classifier-free guidance by caption dropout: Ho & Salimans 2022.
+classifier-free guidance by caption dropout: Ho & Salimans 2022; warmup-stable-decay learning rate with a
+linear cool-down: Hägele et al. 2024.
 """
 from __future__ import annotations
 
@@ -91,16 +92,24 @@ def min_snr_weight(scheduler: DDPMScheduler, t: torch.Tensor, gamma: float = 5.0
     return snr.clamp(max=gamma) / (snr + 1)
 
 
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warmup, constant, then (from cfg.decay_from, if set) a linear cool-down to zero at cfg.steps."""
+    lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+    if cfg.decay_from and step >= cfg.decay_from:
+        lr *= max(0.0, (cfg.steps - step) / max(cfg.steps - cfg.decay_from, 1))
+    return lr
+
+
 def train(model_cfg: DenoiserConfig, cfg: TrainConfig, vae_ckpt: Path, caption_dropout: float = 0.1,
           init_from: Path | None = None) -> Path:
     setup_threads(cfg.threads)
     device = pick_device()
-    torch.manual_seed(cfg.seed)
-    vae = load_autoencoder(vae_ckpt).to(device)
+    vae = load_autoencoder(vae_ckpt).to(device)  # may sample latents once (scaling factor): before seeding
     scale = vae.config.scaling_factor
     tokenizer, text_encoder = load_tokenizer(), load_text_encoder().to(device)
     captions_to_emb = CaptionCache(tokenizer, text_encoder)
     null_emb = captions_to_emb([""])  # (1, T, 384): the unconditional embedding CFG uses at sampling time
+    torch.manual_seed(cfg.seed)
     unet = build_unet(model_cfg).to(device).train()
     if device.type == "cpu":
         # at 16-64 tokens PyTorch's CPU flash-attention kernel is slower than plain matmuls (+16% samples/s here)
@@ -125,12 +134,15 @@ def train(model_cfg: DenoiserConfig, cfg: TrainConfig, vae_ckpt: Path, caption_d
         print(f"resumed from {ckpt_path} at step {step}", flush=True)
     print(f"unet parameters: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M, device {device}, "
           f"vae scaling {scale:.4f}", flush=True)
-    progress, t_start = Progress(cfg.steps, step, cfg.batch_size), time.time()
+    progress, t_start, start_step = Progress(cfg.steps, step, cfg.batch_size), time.time(), step
     while step < cfg.steps:
-        x, captions = shapes_batch(rng, cfg.batch_size, device)  # (B, 3, 64, 64)
-        with torch.no_grad():
-            z0 = vae.encode(x).latent_dist.sample() * scale  # (B, 4, 16, 16)
-        emb = captions_to_emb(captions).to(device)
+        if step % cfg.batch_reuse == 0 or step == start_step:
+            # rendering, VAE encoding and MiniLM are ~20% of a CPU step; reuse amortises them over fresh noise draws
+            x, captions = shapes_batch(rng, cfg.batch_size, device)  # (B, 3, 64, 64)
+            with torch.no_grad():
+                z0 = vae.encode(x).latent_dist.sample() * scale  # (B, 4, 16, 16)
+            clean_emb = captions_to_emb(captions).to(device)  # (B, T, 384)
+        emb = clean_emb
         drop = torch.rand(len(captions), device=device) < caption_dropout
         emb = torch.where(drop[:, None, None], null_emb.to(device), emb)
         noise = torch.randn_like(z0)
@@ -140,7 +152,7 @@ def train(model_cfg: DenoiserConfig, cfg: TrainConfig, vae_ckpt: Path, caption_d
         pred = unet(zt, t, encoder_hidden_states=emb).sample
         per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
         loss = (per_sample * min_snr_weight(sched, t)).mean()
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+        lr = learning_rate(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr
         opt.zero_grad(set_to_none=True)
@@ -149,7 +161,9 @@ def train(model_cfg: DenoiserConfig, cfg: TrainConfig, vae_ckpt: Path, caption_d
         opt.step()
         ema.step(unet.parameters())
         step += 1
-        timed_out = cfg.time_limit_min and time.time() - t_start > cfg.time_limit_min * 60
+        # stop only where a fresh batch is due, so a resumed run draws exactly what an uninterrupted one would
+        timed_out = (cfg.time_limit_min and step % cfg.batch_reuse == 0
+                     and time.time() - t_start > cfg.time_limit_min * 60)
         if step % 25 == 0 or step == cfg.steps:
             print(progress.line(step, loss=loss.item(), lr=lr), flush=True)
         if step % cfg.ckpt_every == 0 or step == cfg.steps or timed_out:
@@ -169,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--decay-from", type=int, default=0,
+                   help="step at which the learning rate starts its linear cool-down to zero at --steps (0: none)")
+    p.add_argument("--batch-reuse", type=int, default=1,
+                   help="optimizer steps per rendered batch, each with fresh noise, timesteps and caption dropout")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--time-limit-min", type=float, default=0.0)
@@ -176,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="start from an exported model folder's UNet (continuing training in a fresh checkout)")
     a = p.parse_args(argv)
     cfg = TrainConfig(out=a.out, seed=a.seed, steps=a.steps, batch_size=a.batch_size, lr=a.lr, threads=a.threads,
-                      time_limit_min=a.time_limit_min)
+                      time_limit_min=a.time_limit_min, decay_from=a.decay_from, batch_reuse=a.batch_reuse)
     print(f"checkpoint: {train(DenoiserConfig(), cfg, a.autoencoder or a.out / 'autoencoder.pt', init_from=a.init_from)}")
     return 0
 

@@ -1,0 +1,63 @@
+"""Training stages: seeded, resumable, and the learning-rate schedule they document (tiny models, a few steps)."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import pytest
+import torch
+
+from generator.training import autoencoder, denoiser
+from generator.training.common import AutoencoderConfig, DenoiserConfig, TrainConfig, load_checkpoint
+
+TINY_VAE = AutoencoderConfig(block_out_channels=(8, 16, 16), norm_num_groups=8)
+TINY_UNET = DenoiserConfig(block_out_channels=(32, 32, 32), attention_head_dim=8)
+
+
+@pytest.fixture(scope="module")
+def vae_ckpt(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vae")
+    return autoencoder.train(TINY_VAE, TrainConfig(out=out, steps=2, batch_size=4, lr=1e-3, threads=1))
+
+
+def _train_denoiser(out, vae_ckpt, **overrides):
+    cfg = TrainConfig(out=out, steps=6, batch_size=4, lr=1e-3, warmup=2, threads=1, batch_reuse=2, decay_from=3,
+                      ckpt_every=100)
+    return load_checkpoint(denoiser.train(TINY_UNET, dataclasses.replace(cfg, **overrides), vae_ckpt))
+
+
+def test_denoiser_run_stopped_and_resumed_matches_an_uninterrupted_one(tmp_path, vae_ckpt):
+    whole = _train_denoiser(tmp_path / "whole", vae_ckpt)
+    # a time limit of ~0 stops at the first step where a fresh batch is due, after checkpointing
+    stopped = _train_denoiser(tmp_path / "split", vae_ckpt, time_limit_min=1e-9)
+    assert stopped["step"] == 2
+    resumed = _train_denoiser(tmp_path / "split", vae_ckpt)
+    assert resumed["step"] == whole["step"] == 6
+    for name, tensor in whole["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+    assert whole["ema"]["shadow_params"][0].equal(resumed["ema"]["shadow_params"][0])
+
+
+def test_denoiser_training_is_reproducible_from_its_seed(tmp_path, vae_ckpt):
+    a = _train_denoiser(tmp_path / "a", vae_ckpt, steps=2)
+    b = _train_denoiser(tmp_path / "b", vae_ckpt, steps=2)
+    c = _train_denoiser(tmp_path / "c", vae_ckpt, steps=2, seed=7)
+    key = next(iter(a["model"]))
+    assert torch.equal(a["model"][key], b["model"][key])
+    assert not torch.equal(a["model"][key], c["model"][key])
+
+
+def test_learning_rate_warms_up_holds_then_cools_down_to_zero():
+    cfg = TrainConfig(steps=1000, lr=1e-3, warmup=100, decay_from=600)
+    lr = [denoiser.learning_rate(cfg, s) for s in range(1001)]
+    assert lr[0] == pytest.approx(1e-5) and lr[99] == pytest.approx(1e-3)
+    assert lr[100:601] == [pytest.approx(1e-3)] * 501
+    assert lr[800] == pytest.approx(5e-4) and lr[1000] == 0.0
+    assert all(a >= b for a, b in zip(lr[600:], lr[601:]))
+    assert denoiser.learning_rate(dataclasses.replace(cfg, decay_from=0), 999) == pytest.approx(1e-3)
+
+
+def test_autoencoder_run_resumes_from_its_checkpoint(tmp_path, vae_ckpt):
+    shutil.copy(vae_ckpt, tmp_path / "autoencoder.pt")
+    ckpt = autoencoder.train(TINY_VAE, TrainConfig(out=tmp_path, steps=3, batch_size=4, lr=1e-3, threads=1))
+    assert load_checkpoint(ckpt)["step"] == 3
