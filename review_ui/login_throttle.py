@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import math
-import threading
-from collections import defaultdict, deque
+import time
 from dataclasses import dataclass
 from typing import Callable
+
+from sqlalchemy import delete
+from sqlmodel import Field, Session, SQLModel, select
+
+from hallmark.db import create_tables
 
 
 @dataclass(frozen=True)
@@ -15,42 +19,48 @@ class ThrottleConfig:
     window_s: float = 900.0
 
 
+class LoginFailureRow(SQLModel, table=True):
+    __tablename__ = "review_login_failures"
+    id: int | None = Field(default=None, primary_key=True)
+    scope: str = Field(index=True)  # "account:<casefolded name>" or "client:<address>"
+    at: float = Field(index=True)
+
+
 class LoginThrottle:
-    """Sliding-window failure counts in this process (the console runs as one process; a fleet would keep them in
-    the shared database). Checked before the password is, so a locked account costs the attacker no scrypt work
+    """Sliding-window failure counts in the shared database, so every console process behind a load balancer
+    sees the same counts. Checked before the password is, so a locked account costs the attacker no scrypt work
     from us either."""
 
-    def __init__(self, config: ThrottleConfig, clock: Callable[[], float]):
-        self.config, self.clock = config, clock
-        self._lock = threading.Lock()
-        self._failures: dict[tuple[str, str], deque[float]] = defaultdict(deque)
+    def __init__(self, engine, config: ThrottleConfig, clock: Callable[[], float] = time.time):
+        self.engine, self.config, self.clock = engine, config, clock
+        create_tables(engine, [LoginFailureRow.__table__])
 
-    def _recent(self, key: tuple[str, str]) -> deque[float]:
-        times, horizon = self._failures.get(key, deque()), self.clock() - self.config.window_s
-        while times and times[0] <= horizon:
-            times.popleft()
-        return times
+    @staticmethod
+    def _scopes(account: str, client: str) -> tuple[str, str]:
+        return f"account:{account.casefold()}", f"client:{client}"
 
     def retry_after(self, account: str, client: str) -> int:
         """Seconds until another attempt is allowed for this account from this client; 0 when it is allowed now."""
-        with self._lock:
-            waits = []
-            for key, limit in ((("account", account.casefold()), self.config.per_account),
-                               (("client", client), self.config.per_client)):
-                times = self._recent(key)
-                if len(times) >= limit:
-                    waits.append(times[len(times) - limit] + self.config.window_s - self.clock())
-            return max(1, math.ceil(max(waits))) if waits else 0
+        now, waits = self.clock(), []
+        with Session(self.engine) as session:
+            for scope, limit in zip(self._scopes(account, client), (self.config.per_account, self.config.per_client)):
+                recent = session.exec(select(LoginFailureRow.at)
+                                      .where(LoginFailureRow.scope == scope,
+                                             LoginFailureRow.at > now - self.config.window_s)
+                                      .order_by(LoginFailureRow.at.desc()).limit(limit)).all()
+                if len(recent) >= limit:  # the oldest of the last `limit` failures must age out first
+                    waits.append(recent[-1] + self.config.window_s - now)
+        return max(1, math.ceil(max(waits))) if waits else 0
 
     def failed(self, account: str, client: str) -> None:
-        with self._lock:
-            now = self.clock()
-            self._failures[("account", account.casefold())].append(now)
-            self._failures[("client", client)].append(now)
-            if len(self._failures) > 10_000:  # forget names and clients whose failures have aged out
-                for key in [k for k in self._failures if not self._recent(k)]:
-                    del self._failures[key]
+        now = self.clock()
+        with Session(self.engine) as session:
+            session.exec(delete(LoginFailureRow).where(LoginFailureRow.at <= now - self.config.window_s))
+            session.add_all([LoginFailureRow(scope=scope, at=now) for scope in self._scopes(account, client)])
+            session.commit()
 
     def succeeded(self, account: str) -> None:
-        with self._lock:
-            self._failures.pop(("account", account.casefold()), None)
+        with Session(self.engine) as session:
+            account_scope = self._scopes(account, "")[0]
+            session.exec(delete(LoginFailureRow).where(LoginFailureRow.scope == account_scope))
+            session.commit()

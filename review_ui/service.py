@@ -87,7 +87,7 @@ class Console:
         self.sessions = SessionStore(self.engine, config.session_idle_s, config.session_absolute_s, clock)
         self.sender = EventSender(settings.kafka_bootstrap)
         self.blobs = BlobStore(settings.blob_dir)
-        self.throttle = LoginThrottle(config.login_throttle, clock)
+        self.throttle = LoginThrottle(self.engine, config.login_throttle, clock)
 
     def authenticate(self, name: str, password: str, client: str) -> User | None:
         """The user, or None for a wrong name or password; 429 once this account or client failed too often."""

@@ -313,6 +313,30 @@ def test_sessions_end_when_idle_and_at_their_absolute_limit(engine):
     assert sessions.lookup(token) is None and sessions.lookup("forged") is None
 
 
+def test_login_failures_are_counted_across_console_processes_sharing_one_database(engine):
+    from review_ui.login_throttle import LoginThrottle, ThrottleConfig
+
+    clock = Clock()
+    config = ThrottleConfig(per_account=3, per_client=5, window_s=100)
+    first, second = (LoginThrottle(engine, config, clock) for _ in range(2))  # two console replicas
+    for replica in (first, second, first):
+        assert replica.retry_after("Ann", "10.0.0.1") == 0
+        replica.failed("Ann", "10.0.0.1")
+        clock.t += 10
+    assert second.retry_after("ANN", "10.0.0.2") == 70  # the oldest of the three (t0) ages out at t0 + 100
+    second.failed("bob", "10.0.0.1")
+    second.failed("cy", "10.0.0.1")
+    assert first.retry_after("dee", "10.0.0.1") > 0  # one client spraying five names
+    assert first.retry_after("dee", "10.0.0.3") == 0
+    clock.t += 71
+    assert first.retry_after("ann", "10.0.0.2") == 0
+    first.failed("ann", "10.0.0.2")
+    first.failed("ann", "10.0.0.2")
+    assert second.retry_after("ann", "10.0.0.2") > 0
+    second.succeeded("ANN")  # a correct password clears the account's count everywhere
+    assert first.retry_after("ann", "10.0.0.2") == 0
+
+
 # ---- the console over HTTP (no broker: what it refuses before anything is sent) -------------------------------
 
 @pytest.fixture
