@@ -33,6 +33,8 @@ def export(train_dir: Path, out: Path, model_id: str = "shapes-ldm-v1") -> Path:
     sched = noise_schedule()
     sched_cfg = {**dict(sched.config), "_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "dpmsolver++",
                  "solver_order": 2, "final_sigmas_type": "zero"}
+    # diffusers fills this list from a set; sorted, an unchanged model exports byte-identical files
+    sched_cfg["_use_default_values"] = sorted(sched_cfg.get("_use_default_values", []))
     (out / "scheduler").mkdir(exist_ok=True)
     (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched_cfg, indent=2, default=str))
     (out / "tokenizer").mkdir(exist_ok=True)
