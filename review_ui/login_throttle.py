@@ -36,8 +36,11 @@ class LoginThrottle:
         create_tables(engine, [LoginFailureRow.__table__])
 
     @staticmethod
-    def _scopes(account: str, client: str) -> tuple[str, str]:
-        return f"account:{account.casefold()}", f"client:{client}"
+    def _account_scope(account: str) -> str:
+        return f"account:{account.casefold()}"  # any casing of a name is the same account
+
+    def _scopes(self, account: str, client: str) -> tuple[str, str]:
+        return self._account_scope(account), f"client:{client}"
 
     def retry_after(self, account: str, client: str) -> int:
         """Seconds until another attempt is allowed for this account from this client; 0 when it is allowed now."""
@@ -61,6 +64,5 @@ class LoginThrottle:
 
     def succeeded(self, account: str) -> None:
         with Session(self.engine) as session:
-            account_scope = self._scopes(account, "")[0]
-            session.exec(delete(LoginFailureRow).where(LoginFailureRow.scope == account_scope))
+            session.exec(delete(LoginFailureRow).where(LoginFailureRow.scope == self._account_scope(account)))
             session.commit()

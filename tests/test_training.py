@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from generator.training import autoencoder, denoiser
-from generator.training.common import AutoencoderConfig, DenoiserConfig, TrainConfig, load_checkpoint
+from generator.training.common import AutoencoderConfig, DenoiserConfig, TrainConfig, learning_rate, load_checkpoint
 
 TINY_VAE = AutoencoderConfig(block_out_channels=(8, 16, 16), norm_num_groups=8)
 TINY_UNET = DenoiserConfig(block_out_channels=(32, 32, 32), attention_head_dim=8)
@@ -49,12 +49,12 @@ def test_denoiser_training_is_reproducible_from_its_seed(tmp_path, vae_ckpt):
 
 def test_learning_rate_warms_up_holds_then_cools_down_to_zero():
     cfg = TrainConfig(steps=1000, lr=1e-3, warmup=100, decay_from=600)
-    lr = [denoiser.learning_rate(cfg, s) for s in range(1001)]
+    lr = [learning_rate(cfg, s) for s in range(1001)]
     assert lr[0] == pytest.approx(1e-5) and lr[99] == pytest.approx(1e-3)
     assert lr[100:601] == [pytest.approx(1e-3)] * 501
     assert lr[800] == pytest.approx(5e-4) and lr[1000] == 0.0
     assert all(a >= b for a, b in zip(lr[600:], lr[601:]))
-    assert denoiser.learning_rate(dataclasses.replace(cfg, decay_from=0), 999) == pytest.approx(1e-3)
+    assert learning_rate(dataclasses.replace(cfg, decay_from=0), 999) == pytest.approx(1e-3)
 
 
 def test_autoencoder_run_resumes_from_its_checkpoint(tmp_path, vae_ckpt):

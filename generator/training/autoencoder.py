@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
-from generator.training.common import (AutoencoderConfig, Progress, TrainConfig, load_checkpoint, pick_device,
-                                       save_checkpoint, setup_threads, shapes_batch)
+from generator.training.common import (AutoencoderConfig, Progress, TrainConfig, learning_rate, load_checkpoint,
+                                       pick_device, save_checkpoint, setup_threads, shapes_batch)
 
 
 def build_autoencoder(cfg: AutoencoderConfig) -> AutoencoderKL:
@@ -58,7 +58,7 @@ def train(model_cfg: AutoencoderConfig, cfg: TrainConfig, kl_weight: float = 1e-
     progress, t_start = Progress(cfg.steps, step, cfg.batch_size), time.time()
     while step < cfg.steps:
         x, _ = shapes_batch(rng, cfg.batch_size, device)  # (B, 3, 64, 64)
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+        lr = learning_rate(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr
         posterior = vae.encode(x).latent_dist

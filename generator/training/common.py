@@ -47,6 +47,14 @@ class TrainConfig:
     time_limit_min: float = 0.0  # stop (after checkpointing) once this much wall time is spent; 0 = none
 
 
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warmup, constant, then (from cfg.decay_from, if set) a linear cool-down to zero at cfg.steps."""
+    lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+    if cfg.decay_from and step >= cfg.decay_from:
+        lr *= max(0.0, (cfg.steps - step) / max(cfg.steps - cfg.decay_from, 1))
+    return lr
+
+
 def pick_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 

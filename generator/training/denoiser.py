@@ -21,8 +21,8 @@ from diffusers.training_utils import EMAModel
 
 from generator.text_encoder import encode, load_text_encoder, load_tokenizer
 from generator.training.autoencoder import build_autoencoder
-from generator.training.common import (DenoiserConfig, Progress, TrainConfig, load_checkpoint, pick_device,
-                                       save_checkpoint, setup_threads, shapes_batch)
+from generator.training.common import (DenoiserConfig, Progress, TrainConfig, learning_rate, load_checkpoint,
+                                       pick_device, save_checkpoint, setup_threads, shapes_batch)
 
 LATENT = 16
 
@@ -92,14 +92,6 @@ def min_snr_weight(scheduler: DDPMScheduler, t: torch.Tensor, gamma: float = 5.0
     return snr.clamp(max=gamma) / (snr + 1)
 
 
-def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """Linear warmup, constant, then (from cfg.decay_from, if set) a linear cool-down to zero at cfg.steps."""
-    lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
-    if cfg.decay_from and step >= cfg.decay_from:
-        lr *= max(0.0, (cfg.steps - step) / max(cfg.steps - cfg.decay_from, 1))
-    return lr
-
-
 def train(model_cfg: DenoiserConfig, cfg: TrainConfig, vae_ckpt: Path, caption_dropout: float = 0.1,
           init_from: Path | None = None) -> Path:
     setup_threads(cfg.threads)
@@ -142,9 +134,8 @@ def train(model_cfg: DenoiserConfig, cfg: TrainConfig, vae_ckpt: Path, caption_d
             with torch.no_grad():
                 z0 = vae.encode(x).latent_dist.sample() * scale  # (B, 4, 16, 16)
             clean_emb = captions_to_emb(captions).to(device)  # (B, T, 384)
-        emb = clean_emb
         drop = torch.rand(len(captions), device=device) < caption_dropout
-        emb = torch.where(drop[:, None, None], null_emb.to(device), emb)
+        emb = torch.where(drop[:, None, None], null_emb.to(device), clean_emb)
         noise = torch.randn_like(z0)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(z0),), device=device)
         zt = sched.add_noise(z0, noise, t)
