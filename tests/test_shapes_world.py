@@ -47,6 +47,16 @@ def test_determinism():
     assert make_batch(np.random.default_rng(4), 5)[1] != a[1][:5]
 
 
+def test_category_weights_set_the_training_mix():
+    weights = (0, 0, 1, 0, 3, 0)  # CATEGORIES order: counting and position only, 1:3
+    _, captions, cats = make_batch(np.random.default_rng(5), 400, weights)
+    assert set(cats) == {"counting", "position"}
+    assert 0.65 < cats.count("position") / len(cats) < 0.85
+    assert [parse_prompt(c).category for c in captions] == cats
+    again = make_batch(np.random.default_rng(5), 400, weights)
+    assert again[1] == captions
+
+
 def test_parse_round_trips_templates_and_paraphrases():
     rng = np.random.default_rng(11)
     for i in range(3000):

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from generator.training import autoencoder, denoiser
-from generator.training.common import AutoencoderConfig, DenoiserConfig, TrainConfig, learning_rate, load_checkpoint
+from generator.training.common import (AutoencoderConfig, DenoiserConfig, TrainConfig, learning_rate, load_checkpoint,
+                                       parse_category_weights)
 
 TINY_VAE = AutoencoderConfig(block_out_channels=(8, 16, 16), norm_num_groups=8)
 TINY_UNET = DenoiserConfig(block_out_channels=(32, 32, 32), attention_head_dim=8)
@@ -61,3 +62,37 @@ def test_autoencoder_run_resumes_from_its_checkpoint(tmp_path, vae_ckpt):
     shutil.copy(vae_ckpt, tmp_path / "autoencoder.pt")
     ckpt = autoencoder.train(TINY_VAE, TrainConfig(out=tmp_path, steps=3, batch_size=4, lr=1e-3, threads=1))
     assert load_checkpoint(ckpt)["step"] == 3
+
+
+def test_grown_unet_starts_as_the_shallower_one_and_its_new_blocks_learn():
+    shallow = denoiser.build_unet(dataclasses.replace(TINY_UNET, transformer_layers_per_block=(1, 1, 1))).eval()
+    deep = denoiser.build_unet(dataclasses.replace(TINY_UNET, transformer_layers_per_block=(1, 2, 2))).eval()
+    new = denoiser.load_grown(deep, shallow.state_dict())
+    assert new and all(".transformer_blocks.1." in k for k in new)
+    x, t, emb = torch.randn(2, 4, 16, 16), torch.tensor([5, 800]), torch.randn(2, 24, 384)
+    with torch.no_grad():
+        assert torch.allclose(shallow(x, t, emb).sample, deep(x, t, emb).sample, atol=1e-6)
+    deep.train()
+    deep(x, t, emb).sample.square().mean().backward()
+    grads = dict(deep.named_parameters())
+    assert any(grads[k].grad is not None and grads[k].grad.abs().sum() > 0 for k in new if k.endswith("to_out.0.weight"))
+
+
+def test_growing_refuses_a_source_of_another_width():
+    other = denoiser.build_unet(dataclasses.replace(TINY_UNET, block_out_channels=(32, 32, 64)))
+    with pytest.raises(ValueError, match="does not fit"):
+        denoiser.load_grown(denoiser.build_unet(TINY_UNET), other.state_dict())
+    deeper = denoiser.build_unet(dataclasses.replace(TINY_UNET, transformer_layers_per_block=(1, 3, 3)))
+    with pytest.raises(ValueError, match="does not fit"):
+        denoiser.load_grown(denoiser.build_unet(TINY_UNET), deeper.state_dict())
+
+
+def test_category_weights_parse_by_name():
+    assert parse_category_weights("position=2,counting=1.5") == (1.0, 1.0, 1.5, 1.0, 2.0, 1.0)
+    assert parse_category_weights("") == (1.0,) * 6
+    for bad, reason in (("shapes=2", "unknown category"), ("position=x", "not a number"),
+                        ("position=-1", "non-negative"), (",".join(f"{c}=0" for c in
+                                                               ("single_object", "two_object", "counting", "colors",
+                                                                "position", "color_attr")), "not all zero")):
+        with pytest.raises(ValueError, match=reason):
+            parse_category_weights(bad)

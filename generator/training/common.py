@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from generator.shapes.captions import CATEGORIES
 from generator.shapes.dataset import make_batch
 
 
@@ -27,6 +28,7 @@ class DenoiserConfig:
     block_out_channels: tuple[int, ...] = (64, 96, 128)  # 16×16 → 8×8 → 4×4
     layers_per_block: int = 1
     attention_head_dim: int = 32
+    transformer_layers_per_block: tuple[int, ...] = (1, 2, 2)  # per level; the 16×16 level has no attention
     cross_attention_dim: int = 384  # MiniLM hidden size
     prediction_type: str = "v_prediction"
 
@@ -45,6 +47,7 @@ class TrainConfig:
     ckpt_every: int = 250
     threads: int = 0  # 0: all cores
     time_limit_min: float = 0.0  # stop (after checkpointing) once this much wall time is spent; 0 = none
+    category_weights: tuple[float, ...] | None = None  # caption category mix, in CATEGORIES order; None = uniform
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -70,8 +73,9 @@ def images_to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     return x / 127.5 - 1.0
 
 
-def shapes_batch(rng: np.random.Generator, n: int, device: torch.device) -> tuple[torch.Tensor, list[str]]:
-    images, captions, _ = make_batch(rng, n)
+def shapes_batch(rng: np.random.Generator, n: int, device: torch.device,
+                 category_weights: tuple[float, ...] | None = None) -> tuple[torch.Tensor, list[str]]:
+    images, captions, _ = make_batch(rng, n, category_weights)
     return images_to_tensor(images, device), captions
 
 
@@ -100,6 +104,22 @@ class Progress:
         parts = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
         return (f"step {step}/{self.total} {parts} {rate * self.unit:.0f} samples/s "
                 f"elapsed {dt / 60:.1f}m eta {eta / 60:.1f}m")
+
+
+def parse_category_weights(text: str) -> tuple[float, ...]:
+    """"position=2,counting=1.5" -> one weight per CATEGORIES entry (unnamed ones weigh 1)."""
+    weights = dict.fromkeys(CATEGORIES, 1.0)
+    for item in filter(None, text.split(",")):
+        name, _, value = item.partition("=")
+        if name.strip() not in weights:
+            raise ValueError(f"unknown category {name.strip()!r}; expected one of {', '.join(CATEGORIES)}")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"category weight for {name.strip()!r} is not a number: {value!r}") from None
+    if any(not np.isfinite(w) or w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+        raise ValueError(f"category weights must be finite, non-negative and not all zero: {text!r}")
+    return tuple(weights.values())
 
 
 def config_json(cfg) -> str:

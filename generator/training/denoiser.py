@@ -7,6 +7,7 @@ linear cool-down: Hägele et al. 2024.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from collections import OrderedDict
@@ -22,9 +23,11 @@ from diffusers.training_utils import EMAModel
 from generator.text_encoder import encode, load_text_encoder, load_tokenizer
 from generator.training.autoencoder import build_autoencoder
 from generator.training.common import (DenoiserConfig, Progress, TrainConfig, learning_rate, load_checkpoint,
-                                       pick_device, save_checkpoint, setup_threads, shapes_batch)
+                                       parse_category_weights, pick_device, save_checkpoint, setup_threads,
+                                       shapes_batch)
 
 LATENT = 16
+_TRANSFORMER_BLOCK = re.compile(r"^(.*\.transformer_blocks\.\d+)\.")
 
 
 def noise_schedule() -> DDPMScheduler:
@@ -42,7 +45,40 @@ def build_unet(cfg: DenoiserConfig) -> UNet2DConditionModel:
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=cfg.cross_attention_dim, attention_head_dim=cfg.attention_head_dim, norm_num_groups=32,
+        transformer_layers_per_block=cfg.transformer_layers_per_block,
     )
+
+
+def _transformer_block(key: str) -> str | None:
+    """"down_blocks.1.attentions.0.transformer_blocks.1.attn1.to_q.weight" -> the block's prefix; None outside one."""
+    m = _TRANSFORMER_BLOCK.match(key)
+    return m.group(1) if m else None
+
+
+def load_grown(unet: UNet2DConditionModel, source: dict[str, torch.Tensor]) -> list[str]:
+    """Load a shallower UNet's weights into `unet`; the transformer blocks the source lacks start as identities
+    (zeroed output projections, as ControlNet's zero convolutions), so the grown net computes what the source did.
+    Returns the names of the new parameters."""
+    target = unet.state_dict()
+    mismatched = [k for k, v in source.items() if k not in target or target[k].shape != v.shape]
+    if mismatched:
+        raise ValueError(f"source UNet does not fit this architecture ({len(mismatched)} tensors, e.g. "
+                         f"{mismatched[0]}); only transformer depth can grow")
+    new = [k for k in target if k not in source]
+    blocks = {_transformer_block(k) for k in new}
+    if None in blocks or any(_transformer_block(k) in blocks for k in source):
+        raise ValueError("source UNet lacks tensors other than whole transformer blocks; only transformer depth "
+                         "can grow")
+    unet.load_state_dict(source, strict=False)
+    modules = dict(unet.named_modules())
+    with torch.no_grad():
+        for name in blocks:
+            block = modules[name]
+            for out in (block.attn1.to_out[0], block.attn2.to_out[0],
+                        [m for m in block.ff.net if isinstance(m, torch.nn.Linear)][-1]):
+                out.weight.zero_()
+                out.bias.zero_()
+    return new
 
 
 def load_autoencoder(ckpt: Path) -> AutoencoderKL:
@@ -112,11 +148,16 @@ def train(model_cfg: DenoiserConfig, cfg: TrainConfig, vae_ckpt: Path, caption_d
     ckpt_path = cfg.out / "denoiser.pt"
     step, rng = 0, np.random.default_rng(cfg.seed + 1)
     if init_from is not None and not ckpt_path.exists():
-        # a new session has no var/train: continue from the shipped EMA weights with a fresh optimizer
-        unet.load_state_dict(UNet2DConditionModel.from_pretrained(init_from / "unet", torch_dtype=torch.float32)
-                             .state_dict())
+        # continue from an exported model's EMA weights with a fresh optimizer, growing its transformer depth
+        # to this config's if it is shallower
+        source = UNet2DConditionModel.from_pretrained(init_from / "unet", torch_dtype=torch.float32).state_dict()
+        try:
+            new = load_grown(unet, source)
+        except ValueError as exc:
+            raise SystemExit(f"--init-from {init_from}: {exc}") from None
         ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=False)
-        print(f"initialised from {init_from}/unet", flush=True)
+        print(f"initialised from {init_from}/unet" + (f" ({len(new)} new tensors start as identities)" if new else ""),
+              flush=True)
     if (state := load_checkpoint(ckpt_path)) is not None:
         unet.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -130,7 +171,7 @@ def train(model_cfg: DenoiserConfig, cfg: TrainConfig, vae_ckpt: Path, caption_d
     while step < cfg.steps:
         if step % cfg.batch_reuse == 0 or step == start_step:
             # rendering, VAE encoding and MiniLM are ~20% of a CPU step; reuse amortises them over fresh noise draws
-            x, captions = shapes_batch(rng, cfg.batch_size, device)  # (B, 3, 64, 64)
+            x, captions = shapes_batch(rng, cfg.batch_size, device, cfg.category_weights)  # (B, 3, 64, 64)
             with torch.no_grad():
                 z0 = vae.encode(x).latent_dist.sample() * scale  # (B, 4, 16, 16)
             clean_emb = captions_to_emb(captions).to(device)  # (B, T, 384)
@@ -178,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="step at which the learning rate starts its linear cool-down to zero at --steps (0: none)")
     p.add_argument("--batch-reuse", type=int, default=1,
                    help="optimizer steps per rendered batch, each with fresh noise, timesteps and caption dropout")
+    p.add_argument("--category-weights", type=parse_category_weights, default=None, metavar="CAT=W,...",
+                   help="caption category mix, e.g. position=2,counting=1.5 (unnamed categories weigh 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--time-limit-min", type=float, default=0.0)
@@ -185,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="start from an exported model folder's UNet (continuing training in a fresh checkout)")
     a = p.parse_args(argv)
     cfg = TrainConfig(out=a.out, seed=a.seed, steps=a.steps, batch_size=a.batch_size, lr=a.lr, threads=a.threads,
-                      time_limit_min=a.time_limit_min, decay_from=a.decay_from, batch_reuse=a.batch_reuse)
+                      time_limit_min=a.time_limit_min, decay_from=a.decay_from, batch_reuse=a.batch_reuse,
+                      category_weights=a.category_weights)
     print(f"checkpoint: {train(DenoiserConfig(), cfg, a.autoencoder or a.out / 'autoencoder.pt', init_from=a.init_from)}")
     return 0
 
