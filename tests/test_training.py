@@ -96,3 +96,14 @@ def test_category_weights_parse_by_name():
                                                                 "position", "color_attr")), "not all zero")):
         with pytest.raises(ValueError, match=reason):
             parse_category_weights(bad)
+
+
+def test_clamped_v_weight_trains_the_terminal_step_that_min_snr_leaves_out():
+    sched = denoiser.noise_schedule()
+    t = torch.tensor([0, 500, 999])
+    clamped, min_snr = denoiser.loss_weight(sched, t, "clamped-v"), denoiser.loss_weight(sched, t, "min-snr")
+    assert clamped[2] == 1.0 and min_snr[2] < 1e-6  # zero terminal SNR: pure noise in, the caption's layout out
+    assert torch.allclose(clamped[0], min_snr[0])  # low noise: the same min-SNR-γ clamp
+    assert (clamped >= min_snr).all()
+    with pytest.raises(ValueError, match="unknown loss weighting"):
+        denoiser.loss_weight(sched, t, "snr")

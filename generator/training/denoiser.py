@@ -1,4 +1,4 @@
-"""Stage 2: train the text-conditioned latent UNet (v-prediction, zero terminal SNR, min-SNR-γ weighting, EMA).
+"""Stage 2: train the text-conditioned latent UNet (v-prediction, zero terminal SNR, clamped loss weight, EMA).
 
 v-prediction: Salimans & Ho 2022; zero terminal SNR: Lin et al. 2023; min-SNR-γ: Hang et al. 2023;
 classifier-free guidance by caption dropout: Ho & Salimans 2022; warmup-stable-decay learning rate with a
@@ -27,6 +27,7 @@ from generator.training.common import (DenoiserConfig, Progress, TrainConfig, le
                                        shapes_batch)
 
 LATENT = 16
+LOSS_WEIGHTS = ("clamped-v", "min-snr")
 _TRANSFORMER_BLOCK = re.compile(r"^(.*\.transformer_blocks\.\d+)\.")
 
 
@@ -121,11 +122,20 @@ class CaptionCache:
         return torch.stack([self.cache[c] for c in captions])  # (B, T, 384)
 
 
-def min_snr_weight(scheduler: DDPMScheduler, t: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
-    """min(SNR, γ) / (SNR + 1): the min-SNR-γ weight for a v-prediction loss."""
+def loss_weight(scheduler: DDPMScheduler, t: torch.Tensor, kind: str = "clamped-v", gamma: float = 5.0) -> torch.Tensor:
+    """Per-sample weight on the v-prediction MSE.
+
+    min-snr: min(SNR, γ) / (SNR + 1), min-SNR-γ (Hang et al. 2023). On a zero-terminal-SNR schedule it vanishes at
+    the last timestep, where samplers start and the layout is decided, so captions never learn to steer layout.
+    clamped-v: min(1, γ / (SNR + 1)): the plain v loss (Salimans & Ho 2022) at high noise, min-SNR's clamp at low.
+    """
     alpha_bar = scheduler.alphas_cumprod.to(t.device)[t]
     snr = alpha_bar / (1 - alpha_bar).clamp(min=1e-8)
-    return snr.clamp(max=gamma) / (snr + 1)
+    if kind == "min-snr":
+        return snr.clamp(max=gamma) / (snr + 1)
+    if kind == "clamped-v":
+        return (gamma / (snr + 1)).clamp(max=1.0)
+    raise ValueError(f"unknown loss weighting {kind!r}; expected one of {', '.join(LOSS_WEIGHTS)}")
 
 
 def train(model_cfg: DenoiserConfig, cfg: TrainConfig, vae_ckpt: Path, caption_dropout: float = 0.1,
@@ -183,7 +193,7 @@ def train(model_cfg: DenoiserConfig, cfg: TrainConfig, vae_ckpt: Path, caption_d
         target = sched.get_velocity(z0, noise, t)
         pred = unet(zt, t, encoder_hidden_states=emb).sample
         per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
-        loss = (per_sample * min_snr_weight(sched, t)).mean()
+        loss = (per_sample * loss_weight(sched, t, cfg.loss_weight)).mean()
         lr = learning_rate(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -221,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="optimizer steps per rendered batch, each with fresh noise, timesteps and caption dropout")
     p.add_argument("--category-weights", type=parse_category_weights, default=None, metavar="CAT=W,...",
                    help="caption category mix, e.g. position=2,counting=1.5 (unnamed categories weigh 1)")
+    p.add_argument("--loss-weight", choices=LOSS_WEIGHTS, default="clamped-v",
+                   help="per-timestep loss weight (min-snr never trains the terminal step; see loss_weight)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--time-limit-min", type=float, default=0.0)
@@ -229,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     cfg = TrainConfig(out=a.out, seed=a.seed, steps=a.steps, batch_size=a.batch_size, lr=a.lr, threads=a.threads,
                       time_limit_min=a.time_limit_min, decay_from=a.decay_from, batch_reuse=a.batch_reuse,
-                      category_weights=a.category_weights)
+                      category_weights=a.category_weights, loss_weight=a.loss_weight)
     print(f"checkpoint: {train(DenoiserConfig(), cfg, a.autoencoder or a.out / 'autoencoder.pt', init_from=a.init_from)}")
     return 0
 
