@@ -98,7 +98,7 @@ def test_category_weights_parse_by_name():
             parse_category_weights(bad)
 
 
-def test_clamped_v_weight_trains_the_terminal_step_that_min_snr_leaves_out():
+def test_loss_weights_differ_only_at_high_noise():
     sched = denoiser.noise_schedule()
     t = torch.tensor([0, 500, 999])
     clamped, min_snr = denoiser.loss_weight(sched, t, "clamped-v"), denoiser.loss_weight(sched, t, "min-snr")

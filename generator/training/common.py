@@ -47,7 +47,7 @@ class TrainConfig:
     ckpt_every: int = 250
     threads: int = 0  # 0: all cores
     time_limit_min: float = 0.0  # stop (after checkpointing) once this much wall time is spent; 0 = none
-    loss_weight: str = "clamped-v"  # denoiser: see denoiser.loss_weight
+    loss_weight: str = "min-snr"  # denoiser: see denoiser.loss_weight
     category_weights: tuple[float, ...] | None = None  # caption category mix, in CATEGORIES order; None = uniform
 
 

@@ -1,4 +1,4 @@
-"""Stage 2: train the text-conditioned latent UNet (v-prediction, zero terminal SNR, clamped loss weight, EMA).
+"""Stage 2: train the text-conditioned latent UNet (v-prediction, zero terminal SNR, min-SNR-γ weighting, EMA).
 
 v-prediction: Salimans & Ho 2022; zero terminal SNR: Lin et al. 2023; min-SNR-γ: Hang et al. 2023;
 classifier-free guidance by caption dropout: Ho & Salimans 2022; warmup-stable-decay learning rate with a
@@ -27,7 +27,7 @@ from generator.training.common import (DenoiserConfig, Progress, TrainConfig, le
                                        shapes_batch)
 
 LATENT = 16
-LOSS_WEIGHTS = ("clamped-v", "min-snr")
+LOSS_WEIGHTS = ("min-snr", "clamped-v")
 _TRANSFORMER_BLOCK = re.compile(r"^(.*\.transformer_blocks\.\d+)\.")
 
 
@@ -122,12 +122,13 @@ class CaptionCache:
         return torch.stack([self.cache[c] for c in captions])  # (B, T, 384)
 
 
-def loss_weight(scheduler: DDPMScheduler, t: torch.Tensor, kind: str = "clamped-v", gamma: float = 5.0) -> torch.Tensor:
+def loss_weight(scheduler: DDPMScheduler, t: torch.Tensor, kind: str = "min-snr", gamma: float = 5.0) -> torch.Tensor:
     """Per-sample weight on the v-prediction MSE.
 
     min-snr: min(SNR, γ) / (SNR + 1), min-SNR-γ (Hang et al. 2023). On a zero-terminal-SNR schedule it vanishes at
-    the last timestep, where samplers start and the layout is decided, so captions never learn to steer layout.
+    the last timestep, where samplers start.
     clamped-v: min(1, γ / (SNR + 1)): the plain v loss (Salimans & Ho 2022) at high noise, min-SNR's clamp at low.
+    Meant to teach layout from the caption; 1,000 fine-tuning steps with it scored lower than min-snr (README).
     """
     alpha_bar = scheduler.alphas_cumprod.to(t.device)[t]
     snr = alpha_bar / (1 - alpha_bar).clamp(min=1e-8)
@@ -231,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="optimizer steps per rendered batch, each with fresh noise, timesteps and caption dropout")
     p.add_argument("--category-weights", type=parse_category_weights, default=None, metavar="CAT=W,...",
                    help="caption category mix, e.g. position=2,counting=1.5 (unnamed categories weigh 1)")
-    p.add_argument("--loss-weight", choices=LOSS_WEIGHTS, default="clamped-v",
-                   help="per-timestep loss weight (min-snr never trains the terminal step; see loss_weight)")
+    p.add_argument("--loss-weight", choices=LOSS_WEIGHTS, default="min-snr",
+                   help="per-timestep loss weight (see loss_weight)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--time-limit-min", type=float, default=0.0)
