@@ -107,3 +107,11 @@ def test_loss_weights_differ_only_at_high_noise():
     assert (clamped >= min_snr).all()
     with pytest.raises(ValueError, match="unknown loss weighting"):
         denoiser.loss_weight(sched, t, "snr")
+
+
+def test_resuming_with_another_unet_shape_is_refused(tmp_path, vae_ckpt):
+    _train_denoiser(tmp_path, vae_ckpt, steps=2)
+    shallow = dataclasses.replace(TINY_UNET, transformer_layers_per_block=(1, 1, 1))
+    cfg = TrainConfig(out=tmp_path, steps=4, batch_size=4, threads=1)
+    with pytest.raises(SystemExit, match="another shape"):
+        denoiser.train(shallow, cfg, vae_ckpt)

@@ -170,6 +170,9 @@ def train(model_cfg: DenoiserConfig, cfg: TrainConfig, vae_ckpt: Path, caption_d
         print(f"initialised from {init_from}/unet" + (f" ({len(new)} new tensors start as identities)" if new else ""),
               flush=True)
     if (state := load_checkpoint(ckpt_path)) is not None:
+        if state["config"] != model_cfg:
+            raise SystemExit(f"{ckpt_path} holds a UNet of another shape ({state['config']}); this run asks for "
+                             f"{model_cfg}. Train into another --out, or grow it with --init-from an export of it")
         unet.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
@@ -219,6 +222,16 @@ def train(model_cfg: DenoiserConfig, cfg: TrainConfig, vae_ckpt: Path, caption_d
     return ckpt_path
 
 
+def _layers(text: str) -> tuple[int, ...]:
+    try:
+        layers = tuple(int(n) for n in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three integers like 1,2,2, got {text!r}") from None
+    if len(layers) != 3 or min(layers) < 1:
+        raise argparse.ArgumentTypeError(f"expected three integers ≥ 1 like 1,2,2, got {text!r}")
+    return layers
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("var/train"))
@@ -232,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="optimizer steps per rendered batch, each with fresh noise, timesteps and caption dropout")
     p.add_argument("--category-weights", type=parse_category_weights, default=None, metavar="CAT=W,...",
                    help="caption category mix, e.g. position=2,counting=1.5 (unnamed categories weigh 1)")
+    p.add_argument("--transformer-layers", type=_layers, default=DenoiserConfig.transformer_layers_per_block,
+                   metavar="N,N,N", help="transformer layers per UNet level (16×16, 8×8, 4×4; the first is unused)")
     p.add_argument("--loss-weight", choices=LOSS_WEIGHTS, default="min-snr",
                    help="per-timestep loss weight (see loss_weight)")
     p.add_argument("--seed", type=int, default=0)
@@ -243,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(out=a.out, seed=a.seed, steps=a.steps, batch_size=a.batch_size, lr=a.lr, threads=a.threads,
                       time_limit_min=a.time_limit_min, decay_from=a.decay_from, batch_reuse=a.batch_reuse,
                       category_weights=a.category_weights, loss_weight=a.loss_weight)
-    print(f"checkpoint: {train(DenoiserConfig(), cfg, a.autoencoder or a.out / 'autoencoder.pt', init_from=a.init_from)}")
+    model_cfg = DenoiserConfig(transformer_layers_per_block=a.transformer_layers)
+    print(f"checkpoint: {train(model_cfg, cfg, a.autoencoder or a.out / 'autoencoder.pt', init_from=a.init_from)}")
     return 0
 
 
