@@ -82,7 +82,7 @@ def test_growing_refuses_a_source_of_another_width():
     other = denoiser.build_unet(dataclasses.replace(TINY_UNET, block_out_channels=(32, 32, 64)))
     with pytest.raises(ValueError, match="does not fit"):
         denoiser.load_grown(denoiser.build_unet(TINY_UNET), other.state_dict())
-    deeper = denoiser.build_unet(dataclasses.replace(TINY_UNET, transformer_layers_per_block=(1, 3, 3)))
+    deeper = denoiser.build_unet(dataclasses.replace(TINY_UNET, transformer_layers_per_block=(1, 2, 2)))
     with pytest.raises(ValueError, match="does not fit"):
         denoiser.load_grown(denoiser.build_unet(TINY_UNET), deeper.state_dict())
 
@@ -111,7 +111,7 @@ def test_loss_weights_differ_only_at_high_noise():
 
 def test_resuming_with_another_unet_shape_is_refused(tmp_path, vae_ckpt):
     _train_denoiser(tmp_path, vae_ckpt, steps=2)
-    shallow = dataclasses.replace(TINY_UNET, transformer_layers_per_block=(1, 1, 1))
+    deeper = dataclasses.replace(TINY_UNET, transformer_layers_per_block=(1, 2, 2))
     cfg = TrainConfig(out=tmp_path, steps=4, batch_size=4, threads=1)
     with pytest.raises(SystemExit, match="another shape"):
-        denoiser.train(shallow, cfg, vae_ckpt)
+        denoiser.train(deeper, cfg, vae_ckpt)

@@ -28,7 +28,7 @@ class DenoiserConfig:
     block_out_channels: tuple[int, ...] = (64, 96, 128)  # 16×16 → 8×8 → 4×4
     layers_per_block: int = 1
     attention_head_dim: int = 32
-    transformer_layers_per_block: tuple[int, ...] = (1, 2, 2)  # per level; the 16×16 level has no attention
+    transformer_layers_per_block: tuple[int, ...] = (1, 1, 1)  # per level; the 16×16 level has no attention
     cross_attention_dim: int = 384  # MiniLM hidden size
     prediction_type: str = "v_prediction"
 

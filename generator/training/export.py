@@ -17,7 +17,7 @@ from generator.training.denoiser import build_unet, load_autoencoder, noise_sche
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def export(train_dir: Path, out: Path, model_id: str = "shapes-ldm-v1") -> Path:
+def export(train_dir: Path, out: Path, model_id: str = "shapes-ldm-v1", autoencoder: Path | None = None) -> Path:
     state = load_checkpoint(train_dir / "denoiser.pt")
     if state is None:
         raise SystemExit(f"no denoiser checkpoint in {train_dir}")
@@ -26,7 +26,7 @@ def export(train_dir: Path, out: Path, model_id: str = "shapes-ldm-v1") -> Path:
     ema_params = state["ema"]["shadow_params"]
     for param, shadow in zip(unet.parameters(), ema_params):
         param.data.copy_(shadow)
-    vae = load_autoencoder(train_dir / "autoencoder.pt")
+    vae = load_autoencoder(autoencoder or train_dir / "autoencoder.pt")
     out.mkdir(parents=True, exist_ok=True)
     unet.to(torch.float16).save_pretrained(out / "unet", safe_serialization=True)
     vae.to(torch.float16).save_pretrained(out / "vae", safe_serialization=True)
@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-dir", type=Path, default=Path("var/train"))
     p.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR)
     p.add_argument("--model-id", default="shapes-ldm-v1")
+    p.add_argument("--autoencoder", type=Path, default=None, help="autoencoder checkpoint (default TRAIN_DIR/autoencoder.pt)")
     a = p.parse_args(argv)
-    print(f"wrote {export(a.train_dir, a.out, a.model_id)}")
+    print(f"wrote {export(a.train_dir, a.out, a.model_id, a.autoencoder)}")
     return 0
 
 
