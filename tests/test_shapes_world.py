@@ -126,3 +126,10 @@ def test_detect_on_black_and_gray_backgrounds():
         bg_rgb, objs = detect(_img(RC, BS, ("triangle", "purple", 14, 20.0, 10.0), bg=bg))
         assert sorted((o.color, o.shape, o.size) for o in objs) == [
             ("blue", "square", "large"), ("purple", "triangle", "small"), ("red", "circle", "large")]
+
+
+def test_eval_prompt_writer_refuses_more_distinct_prompts_than_exist(tmp_path):
+    from generator.shapes.captions import write_eval_prompts
+
+    with pytest.raises(ValueError, match="ran out of distinct colors prompts"):
+        write_eval_prompts(str(tmp_path / "eval.tsv"), per_category=100)  # colors has 60 distinct seen prompts

@@ -115,3 +115,10 @@ def test_resuming_with_another_unet_shape_is_refused(tmp_path, vae_ckpt):
     cfg = TrainConfig(out=tmp_path, steps=4, batch_size=4, threads=1)
     with pytest.raises(SystemExit, match="another shape"):
         denoiser.train(deeper, cfg, vae_ckpt)
+
+
+def test_timestep_band_parses_and_rejects_bad_bands():
+    assert denoiser._band("600:1000") == (600, 1000)
+    for bad in ("600", "a:b", "1000:600", "0:1001", "-1:10", "5:5"):
+        with pytest.raises(Exception, match="LO"):
+            denoiser._band(bad)

@@ -167,11 +167,13 @@ def write_eval_prompts(path: str, seed: int = 0, per_category: int = 25, held_ou
     seen: set[str] = set()
 
     def draw(cat: str, want_held_out: bool) -> Prompt:
-        while True:
+        for _ in range(100_000):
             p = sample_prompt(rng, cat, allow_held_out=want_held_out, bg_prob=0.3)
             if p.uses_held_out == want_held_out and p.text not in seen:
                 seen.add(p.text)
                 return p
+        raise ValueError(f"ran out of distinct {cat} prompts ({'held-out' if want_held_out else 'seen'}); "
+                         f"ask for fewer per category")
     lines += [f"{c}\t{draw(c, False).text}" for c in CATEGORIES for _ in range(per_category)]
     lines.append("# section: held_out (uses purple triangle, orange circle or green square)")
     lines += [f"{c}\t{draw(c, True).text}" for i in range(held_out) for c in [CATEGORIES[i % 6]]]

@@ -192,7 +192,7 @@ def train(model_cfg: DenoiserConfig, cfg: TrainConfig, vae_ckpt: Path, caption_d
         drop = torch.rand(len(captions), device=device) < caption_dropout
         emb = torch.where(drop[:, None, None], null_emb.to(device), clean_emb)
         noise = torch.randn_like(z0)
-        t = torch.randint(0, sched.config.num_train_timesteps, (len(z0),), device=device)
+        t = torch.randint(*cfg.timesteps, (len(z0),), device=device)
         zt = sched.add_noise(z0, noise, t)
         target = sched.get_velocity(z0, noise, t)
         pred = unet(zt, t, encoder_hidden_states=emb).sample
@@ -232,6 +232,16 @@ def _layers(text: str) -> tuple[int, ...]:
     return layers
 
 
+def _band(text: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(n) for n in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO:HI like 600:1000, got {text!r}") from None
+    if not 0 <= lo < hi <= 1000:
+        raise argparse.ArgumentTypeError(f"expected 0 ≤ LO < HI ≤ 1000, got {text!r}")
+    return lo, hi
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("var/train"))
@@ -249,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
                    metavar="N,N,N", help="transformer layers per UNet level (16×16, 8×8, 4×4; the first is unused)")
     p.add_argument("--loss-weight", choices=LOSS_WEIGHTS, default="min-snr",
                    help="per-timestep loss weight (see loss_weight)")
+    p.add_argument("--timesteps", type=_band, default=(0, 1000), metavar="LO:HI",
+                   help="train only on timesteps LO ≤ t < HI (of 1000; high ones set the layout)")
+    p.add_argument("--ema-decay", type=float, default=TrainConfig.ema_decay)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--time-limit-min", type=float, default=0.0)
@@ -257,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     cfg = TrainConfig(out=a.out, seed=a.seed, steps=a.steps, batch_size=a.batch_size, lr=a.lr, threads=a.threads,
                       time_limit_min=a.time_limit_min, decay_from=a.decay_from, batch_reuse=a.batch_reuse,
-                      category_weights=a.category_weights, loss_weight=a.loss_weight)
+                      category_weights=a.category_weights, loss_weight=a.loss_weight, timesteps=a.timesteps,
+                      ema_decay=a.ema_decay)
     model_cfg = DenoiserConfig(transformer_layers_per_block=a.transformer_layers)
     print(f"checkpoint: {train(model_cfg, cfg, a.autoencoder or a.out / 'autoencoder.pt', init_from=a.init_from)}")
     return 0
