@@ -71,11 +71,13 @@ def test_parse_round_trips_templates_and_paraphrases():
     assert parse_prompt("A big Orange Disc.").objects == (("orange", "circle", "large"),)
 
 
-def test_eval_prompts_file():
-    ps = load_eval_prompts("generator/shapes/prompts/eval.tsv")
+@pytest.mark.parametrize("name,per_category,held_out", [("eval.tsv", 25, 36), ("eval-large.tsv", 50, 60)])
+def test_eval_prompts_file(name, per_category, held_out, tmp_path):
+    ps = load_eval_prompts(f"generator/shapes/prompts/{name}")
     for c in CATEGORIES:
-        assert sum(p.category == c and not p.uses_held_out for p in ps) >= 25
-    assert sum(p.uses_held_out for p in ps) >= 30
+        assert sum(p.category == c and not p.uses_held_out for p in ps) == per_category
+    assert sum(p.uses_held_out for p in ps) == held_out
+    assert len({p.text for p in ps}) == len(ps)
 
 
 @pytest.mark.parametrize("text", ["", "a red circle next to a blue square", "five red circles",
