@@ -72,7 +72,7 @@ def test_parse_round_trips_templates_and_paraphrases():
 
 
 @pytest.mark.parametrize("name,per_category,held_out", [("eval.tsv", 25, 36), ("eval-large.tsv", 50, 60)])
-def test_eval_prompts_file(name, per_category, held_out, tmp_path):
+def test_eval_prompts_file(name, per_category, held_out):
     ps = load_eval_prompts(f"generator/shapes/prompts/{name}")
     for c in CATEGORIES:
         assert sum(p.category == c and not p.uses_held_out for p in ps) == per_category

@@ -1,6 +1,7 @@
 """Training stages: seeded, resumable, and the learning-rate schedule they document (tiny models, a few steps)."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import shutil
 
@@ -120,5 +121,5 @@ def test_resuming_with_another_unet_shape_is_refused(tmp_path, vae_ckpt):
 def test_timestep_band_parses_and_rejects_bad_bands():
     assert denoiser._band("600:1000") == (600, 1000)
     for bad in ("600", "a:b", "1000:600", "0:1001", "-1:10", "5:5"):
-        with pytest.raises(Exception, match="LO"):
+        with pytest.raises(argparse.ArgumentTypeError, match="LO"):
             denoiser._band(bad)

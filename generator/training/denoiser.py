@@ -27,13 +27,14 @@ from generator.training.common import (DenoiserConfig, Progress, TrainConfig, le
                                        shapes_batch)
 
 LATENT = 16
+TRAIN_TIMESTEPS = 1000
 LOSS_WEIGHTS = ("min-snr", "clamped-v")
 _TRANSFORMER_BLOCK = re.compile(r"^(.*\.transformer_blocks\.\d+)\.")
 
 
 def noise_schedule() -> DDPMScheduler:
     """The training schedule; the sampler configs written by export.py share these betas."""
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+    return DDPMScheduler(num_train_timesteps=TRAIN_TIMESTEPS, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                          prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing",
                          steps_offset=1)
 
@@ -237,8 +238,8 @@ def _band(text: str) -> tuple[int, int]:
         lo, hi = (int(n) for n in text.split(":"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected LO:HI like 600:1000, got {text!r}") from None
-    if not 0 <= lo < hi <= 1000:
-        raise argparse.ArgumentTypeError(f"expected 0 ≤ LO < HI ≤ 1000, got {text!r}")
+    if not 0 <= lo < hi <= TRAIN_TIMESTEPS:
+        raise argparse.ArgumentTypeError(f"expected 0 ≤ LO < HI ≤ {TRAIN_TIMESTEPS}, got {text!r}")
     return lo, hi
 
 
@@ -259,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                    metavar="N,N,N", help="transformer layers per UNet level (16×16, 8×8, 4×4; the first is unused)")
     p.add_argument("--loss-weight", choices=LOSS_WEIGHTS, default="min-snr",
                    help="per-timestep loss weight (see loss_weight)")
-    p.add_argument("--timesteps", type=_band, default=(0, 1000), metavar="LO:HI",
-                   help="train only on timesteps LO ≤ t < HI (of 1000; high ones set the layout)")
+    p.add_argument("--timesteps", type=_band, default=TrainConfig.timesteps, metavar="LO:HI",
+                   help=f"train only on timesteps LO ≤ t < HI (of {TRAIN_TIMESTEPS}; high ones set the layout)")
     p.add_argument("--ema-decay", type=float, default=TrainConfig.ema_decay)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
