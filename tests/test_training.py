@@ -123,3 +123,19 @@ def test_timestep_band_parses_and_rejects_bad_bands():
     for bad in ("600", "a:b", "1000:600", "0:1001", "-1:10", "5:5"):
         with pytest.raises(argparse.ArgumentTypeError, match="LO"):
             denoiser._band(bad)
+
+
+def test_edge_weighted_reconstruction_loss_charges_boundary_errors_most():
+    x = -torch.ones(1, 3, 16, 16)  # black canvas
+    x[:, :, 4:12, 4:12] = 1.0  # white square: its rim pixels are colour boundaries
+    at_edge, inside, outside = x.clone(), x.clone(), x.clone()
+    at_edge[:, :, 4, 8] -= 0.5
+    inside[:, :, 8, 8] -= 0.5
+    outside[:, :, 0, 0] += 0.5
+    loss = lambda r, kind: autoencoder.reconstruction_loss(r, x, kind).item()  # noqa: E731
+    assert loss(x, "l1-edges") == loss(x, "l1+mse") == 0.0
+    assert loss(at_edge, "l1-edges") > loss(inside, "l1-edges") > loss(outside, "l1-edges") > 0
+    # the default keeps no edge term: an object pixel costs the same on the rim as inside
+    assert loss(at_edge, "l1+mse") == pytest.approx(loss(inside, "l1+mse"))
+    with pytest.raises(ValueError, match="unknown reconstruction loss"):
+        autoencoder.reconstruction_loss(x, x, "l2")
