@@ -14,6 +14,8 @@ import torch
 from generator.shapes.captions import CATEGORIES
 from generator.shapes.dataset import make_batch
 
+TRAIN_TIMESTEPS = 1000  # the denoiser's noise schedule length
+
 
 @dataclass
 class AutoencoderConfig:
@@ -49,7 +51,7 @@ class TrainConfig:
     time_limit_min: float = 0.0  # stop (after checkpointing) once this much wall time is spent; 0 = none
     loss_weight: str = "min-snr"  # denoiser: see denoiser.loss_weight
     category_weights: tuple[float, ...] | None = None  # caption category mix, in CATEGORIES order; None = uniform
-    timesteps: tuple[int, int] = (0, 1000)  # denoiser: train on timesteps lo ≤ t < hi (a band fine-tunes one regime)
+    timesteps: tuple[int, int] = (0, TRAIN_TIMESTEPS)  # denoiser: train on timesteps lo ≤ t < hi (a band fine-tunes one regime)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:

@@ -22,12 +22,11 @@ from diffusers.training_utils import EMAModel
 
 from generator.text_encoder import encode, load_text_encoder, load_tokenizer
 from generator.training.autoencoder import build_autoencoder
-from generator.training.common import (DenoiserConfig, Progress, TrainConfig, learning_rate, load_checkpoint,
-                                       parse_category_weights, pick_device, save_checkpoint, setup_threads,
-                                       shapes_batch)
+from generator.training.common import (TRAIN_TIMESTEPS, DenoiserConfig, Progress, TrainConfig, learning_rate,
+                                       load_checkpoint, parse_category_weights, pick_device, save_checkpoint,
+                                       setup_threads, shapes_batch)
 
 LATENT = 16
-TRAIN_TIMESTEPS = 1000
 LOSS_WEIGHTS = ("min-snr", "clamped-v")
 _TRANSFORMER_BLOCK = re.compile(r"^(.*\.transformer_blocks\.\d+)\.")
 
