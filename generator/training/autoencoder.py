@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cfg = TrainConfig(out=a.out, seed=a.seed, steps=a.steps, batch_size=a.batch_size, lr=a.lr, threads=a.threads,
                       time_limit_min=a.time_limit_min, decay_from=a.decay_from)
-    print(f"checkpoint: {train(AutoencoderConfig(), cfg, decoder_only=a.decoder_only, init_from=a.init_from, recon_loss=a.loss)}")
+    ckpt = train(AutoencoderConfig(), cfg, decoder_only=a.decoder_only, init_from=a.init_from, recon_loss=a.loss)
+    print(f"checkpoint: {ckpt}")
     return 0
 
 
