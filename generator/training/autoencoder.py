@@ -14,6 +14,8 @@ from diffusers import AutoencoderKL
 from generator.training.common import (AutoencoderConfig, Progress, TrainConfig, learning_rate, load_checkpoint,
                                        pick_device, save_checkpoint, setup_threads, shapes_batch)
 
+RECON_LOSSES = ("l1+mse", "l1-edges")
+
 
 def build_autoencoder(cfg: AutoencoderConfig) -> AutoencoderKL:
     n = len(cfg.block_out_channels)
@@ -38,7 +40,7 @@ def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor, kind: str = "l1+ms
         on_edge = (spread.amax(dim=1, keepdim=True) > 0.05).float()
         weight = 1.0 + 4.0 * on_object + 10.0 * on_edge
         return ((recon - x).abs() * weight).mean()
-    raise ValueError(f"unknown reconstruction loss {kind!r}; expected 'l1+mse' or 'l1-edges'")
+    raise ValueError(f"unknown reconstruction loss {kind!r}; expected one of {', '.join(RECON_LOSSES)}")
 
 
 def train(model_cfg: AutoencoderConfig, cfg: TrainConfig, kl_weight: float = 1e-6, decoder_only: bool = False,
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--time-limit-min", type=float, default=0.0)
     p.add_argument("--decay-from", type=int, default=0, help="cool the learning rate linearly to zero from this step")
-    p.add_argument("--loss", choices=("l1+mse", "l1-edges"), default="l1+mse",
+    p.add_argument("--loss", choices=RECON_LOSSES, default="l1+mse",
                    help="reconstruction loss; l1-edges sharpens colour boundaries (decoder fine-tunes)")
     p.add_argument("--eval-only", action="store_true", help="score the checkpoint's reconstructions and exit")
     p.add_argument("--decoder-only", action="store_true",

@@ -51,7 +51,8 @@ class TrainConfig:
     time_limit_min: float = 0.0  # stop (after checkpointing) once this much wall time is spent; 0 = none
     loss_weight: str = "min-snr"  # denoiser: see denoiser.loss_weight
     category_weights: tuple[float, ...] | None = None  # caption category mix, in CATEGORIES order; None = uniform
-    timesteps: tuple[int, int] = (0, TRAIN_TIMESTEPS)  # denoiser: train on timesteps lo ≤ t < hi (a band fine-tunes one regime)
+    # denoiser: train on timesteps lo ≤ t < hi (a band fine-tunes one regime)
+    timesteps: tuple[int, int] = (0, TRAIN_TIMESTEPS)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:

@@ -33,9 +33,9 @@ _TRANSFORMER_BLOCK = re.compile(r"^(.*\.transformer_blocks\.\d+)\.")
 
 def noise_schedule() -> DDPMScheduler:
     """The training schedule; the sampler configs written by export.py share these betas."""
-    return DDPMScheduler(num_train_timesteps=TRAIN_TIMESTEPS, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                         prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing",
-                         steps_offset=1)
+    return DDPMScheduler(num_train_timesteps=TRAIN_TIMESTEPS, beta_schedule="scaled_linear", beta_start=0.00085,
+                         beta_end=0.012, prediction_type="v_prediction", rescale_betas_zero_snr=True,
+                         timestep_spacing="trailing", steps_offset=1)
 
 
 def build_unet(cfg: DenoiserConfig) -> UNet2DConditionModel:

@@ -14,10 +14,11 @@ from generator.text_encoder import MAX_TOKENS, PACKAGE_MARKER, minilm_dir
 from generator.training.common import load_checkpoint
 from generator.training.denoiser import build_unet, load_autoencoder, noise_schedule
 
+MODEL_ID = "shapes-ldm-v1.1"  # v1's UNet, decoder fine-tuned with --loss l1-edges
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def export(train_dir: Path, out: Path, model_id: str = "shapes-ldm-v1.1", autoencoder: Path | None = None) -> Path:
+def export(train_dir: Path, out: Path, model_id: str = MODEL_ID, autoencoder: Path | None = None) -> Path:
     state = load_checkpoint(train_dir / "denoiser.pt")
     if state is None:
         raise SystemExit(f"no denoiser checkpoint in {train_dir}")
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--train-dir", type=Path, default=Path("var/train"))
     p.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR)
-    p.add_argument("--model-id", default="shapes-ldm-v1.1")
+    p.add_argument("--model-id", default=MODEL_ID)
     p.add_argument("--autoencoder", type=Path, default=None, help="autoencoder checkpoint (default TRAIN_DIR/autoencoder.pt)")
     a = p.parse_args(argv)
     print(f"wrote {export(a.train_dir, a.out, a.model_id, a.autoencoder)}")
