@@ -63,6 +63,11 @@ class PublishedAsset:
     height: int
     phash: str = ""
 
+    @property
+    def fingerprints(self) -> list[tuple[str, str]]:
+        """(algorithm, hex value) pairs, as they travel on `asset.published`."""
+        return [("phash", self.phash)] if self.phash else []
+
 
 class Publisher:
     """Marks and stores generated images. Build once per process (it holds the native C2PA signer)."""

@@ -77,8 +77,10 @@ class AssetRegistry:
 
     def upsert(self, *, asset_id: str, sha256: str, watermark_payload: str, model_id: str, policy_version: str,
                width: int, height: int, created_at: dt.datetime, manifest_label: str | None = None,
-               phash: str | None = None) -> AssetRecord:
-        """Insert or replace one asset (idempotent). Without `phash` it is computed from the blob store."""
+               phash: str | None = None, fingerprints: list[tuple[str, str]] | None = None) -> AssetRecord:
+        """Insert or replace one asset (idempotent). Without a pHash (as `phash` or among `fingerprints`) it is
+        computed from the blob store (events published before fingerprints travelled on `asset.published`)."""
+        phash = phash or dict(fingerprints or []).get("phash")
         if phash is None:
             phash = self._phash_from_blob(sha256)
         record = AssetRecord(asset_id=asset_id, sha256=sha256, watermark_payload=watermark_payload,

@@ -77,7 +77,7 @@ def pick_thresholds(pack: PolicyPack, examples: list[Example], encoder: EncoderC
         if not cols:
             continue
         s = sims[:, cols].max(axis=1)
-        zero_tolerance = cat == "csam"
+        zero_tolerance = cat in pack.review.zero_tolerance
         need = Decision.BLOCK if zero_tolerance else Decision.REVIEW
         lex_caught = np.array([v is not None and (v.decision == Decision.BLOCK or v.decision == need) for v in lex])
         lex_flag = np.array([v is not None for v in lex])

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import tomllib
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -52,6 +53,28 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class ReviewPolicy:
+    """How review treats categories: zero tolerance, urgency (severity 1 = most urgent) and the SLA per severity."""
+
+    zero_tolerance: tuple[str, ...] = ("csam",)  # calibrated to block; never left to a review band
+    urgent: tuple[str, ...] = ("csam", "self_harm", "protected_person")  # severity 1, worked first
+    gate_error_severity: int = 2  # a gate that failed closed
+    default_severity: int = 3  # any other review band hit
+    sla_hours: Mapping[int, float] = field(default_factory=lambda: MappingProxyType({1: 1, 2: 4, 3: 24, 4: 72}))
+
+    def is_urgent(self, category: str) -> bool:
+        return category in self.urgent
+
+    def severity(self, categories: tuple[str, ...] | list[str], failed_closed: bool) -> int:
+        if any(self.is_urgent(c) for c in categories):
+            return 1
+        return self.gate_error_severity if failed_closed else self.default_severity
+
+    def sla(self, severity: int) -> timedelta:
+        return timedelta(hours=self.sla_hours[severity])
+
+
+@dataclass(frozen=True)
 class RegionPolicy:
     """The pack resolved for one region: what a gate actually applies."""
 
@@ -73,6 +96,7 @@ class PolicyPack:
     clusters: tuple[Cluster, ...]
     image: ImagePolicy
     limits: Limits
+    review: ReviewPolicy = field(default_factory=ReviewPolicy)
     regions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: Path | None = None
 
@@ -132,5 +156,22 @@ def _parse(data: dict, source: Path) -> PolicyPack:
     return PolicyPack(
         id=str(data["id"]), version=str(data["version"]), term_sets=MappingProxyType(sets), rules=rules,
         clusters=clusters, image=ImagePolicy(**img), limits=Limits(**data.get("limits", {})),
-        regions=MappingProxyType(regions), source=source,
+        review=_review(data.get("review", {})), regions=MappingProxyType(regions), source=source,
     )
+
+
+def _review(data: dict) -> ReviewPolicy:
+    """The `[review]` table; every category it names must be a known one and every severity needs an SLA."""
+    fields = {k: tuple(data[k]) for k in ("zero_tolerance", "urgent") if k in data}
+    fields |= {k: int(data[k]) for k in ("gate_error_severity", "default_severity") if k in data}
+    if "sla_hours" in data:
+        fields["sla_hours"] = MappingProxyType({int(k): float(v) for k, v in data["sla_hours"].items()})
+    review = ReviewPolicy(**fields)
+    known = set(PROMPT_CATEGORIES) | set(IMAGE_CATEGORIES)
+    unknown = sorted(set(review.zero_tolerance + review.urgent) - known)
+    if unknown:
+        raise ValueError(f"[review] names unknown categories: {', '.join(unknown)}")
+    missing = {1, review.gate_error_severity, review.default_severity} - set(review.sla_hours)
+    if missing:
+        raise ValueError(f"[review.sla_hours] has no SLA for severity {sorted(missing)}")
+    return review

@@ -149,6 +149,13 @@ class ReviewActivityPayload(Payload):
     detail: str = Field(default="", max_length=500)
 
 
+class Fingerprint(Payload):
+    """One perceptual fingerprint of a published image: the algorithm's id and its value (hex)."""
+
+    alg: str = Field(min_length=1, max_length=64)
+    value: str = Field(min_length=1, max_length=4096)
+
+
 class AssetPublishedPayload(Payload):
     asset_id: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -159,6 +166,7 @@ class AssetPublishedPayload(Payload):
     manifest_label: str | None = None
     width: int
     height: int
+    fingerprints: list[Fingerprint] = []  # additive: a new algorithm is one more entry
 
 
 class OutcomePayload(Payload):

@@ -39,7 +39,8 @@ class Projector:
                 p = event.payload
                 self.registry.upsert(asset_id=p.asset_id, sha256=p.sha256, watermark_payload=p.watermark_payload,
                                      model_id=p.model_id, policy_version=p.policy_version, width=p.width,
-                                     height=p.height, created_at=event.occurred_at, manifest_label=p.manifest_label)
+                                     height=p.height, created_at=event.occurred_at, manifest_label=p.manifest_label,
+                                     fingerprints=[(f.alg, f.value) for f in p.fingerprints])
         return count
 
     def drop(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 
 from schemas import AssetPublished, Event, OutcomeStatus
-from schemas.events import AssetPublishedPayload, Decision, ImageRef
+from schemas.events import AssetPublishedPayload, Decision, Fingerprint, ImageRef
 from streams.base import Source, Stage, in_thread, outcome
 
 ASSET_NAMESPACE = uuid.UUID("2f0b9a4e-8c61-4d3a-b7f5-1e9d0c6a5b42")
@@ -39,7 +39,8 @@ class PublisherStage(Stage):
             assets.append(event.follow(AssetPublished, AssetPublishedPayload(
                 asset_id=aid, sha256=published.sha256, image_index=ref.index, model_id=p.model_id,
                 policy_version=p.verdict.policy_version, watermark_payload=published.watermark_payload,
-                manifest_label=published.manifest_label or None, width=published.width, height=published.height),
+                manifest_label=published.manifest_label or None, width=published.width, height=published.height,
+                fingerprints=[Fingerprint(alg=alg, value=value) for alg, value in published.fingerprints]),
                 self.producer))
             refs.append(ImageRef(sha256=published.sha256, index=ref.index, width=published.width,
                                  height=published.height, seed=ref.seed))
