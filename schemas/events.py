@@ -5,13 +5,14 @@ import math
 import uuid
 from datetime import datetime
 from enum import Enum
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas.envelope import Event
 
-SAMPLERS = ("ddim", "euler", "dpmpp_2m")
+SamplerName = Literal["ddim", "euler", "dpmpp_2m"]  # generator.runtime.samplers.SAMPLERS implements each (a test checks)
+SAMPLERS: tuple[str, ...] = get_args(SamplerName)
 
 
 class Payload(BaseModel):
@@ -41,7 +42,7 @@ class GenerationSpec(Payload):
     guidance: float = Field(default=4.0, ge=0.0, le=30.0)  # = generator.DEFAULT_GUIDANCE (a test checks)
     seed: int = Field(default=0, ge=0, lt=2**63)
     n: int = Field(default=1, ge=1, le=8)
-    sampler: Literal["ddim", "euler", "dpmpp_2m"] = "dpmpp_2m"
+    sampler: SamplerName = "dpmpp_2m"
     model: str = Field(default="shapes-ldm", min_length=1, max_length=128)
     region: str = Field(default="default", max_length=32)
 
