@@ -1,0 +1,147 @@
+"""PDQ fingerprints (Meta's 256-bit perceptual hash, via `pdqhash`) and a FAISS binary index to search them."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+PDQ_ALG = "pdq"  # the id that travels on `asset.published` and in our soft-binding assertions
+PDQ_BITS = 256
+PDQ_MATCH_DISTANCE = 31  # Meta's default match threshold (of 256 bits); see docs/provenance.md for measurements
+HASH_SIDE = 256
+PDQ_MIN_QUALITY = 50  # Meta: hashes of quality below 50 (flat images) are unreliable for matching
+
+
+@dataclass(frozen=True)
+class Pdq:
+    """A PDQ hash as 64 hex characters (Meta's canonical order) and its quality (0–100)."""
+
+    value: str
+    quality: int
+
+
+def _hex(bits: np.ndarray) -> str:
+    return np.packbits(np.asarray(bits, np.uint8)).tobytes().hex()
+
+
+def normalise(rgb: np.ndarray) -> np.ndarray:
+    """The image PDQ sees: resized to 256×256 (PDQ itself reduces any image to 64×64, aspect ignored), which makes
+    hashing cost the same at any size and lets rotations and flips of this array stand for the image's own."""
+    from PIL import Image
+
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError("expected an (h, w, 3) uint8 RGB array")
+    if rgb.shape[:2] == (HASH_SIDE, HASH_SIDE):
+        return np.ascontiguousarray(rgb)
+    return np.asarray(Image.fromarray(rgb, "RGB").resize((HASH_SIDE, HASH_SIDE), Image.BILINEAR, reducing_gap=2.0))
+
+
+def _dihedral(square: np.ndarray) -> list[np.ndarray]:
+    turns = [np.rot90(square, k) for k in range(4)]
+    return [np.ascontiguousarray(a) for a in turns + [t[:, ::-1] for t in turns]]
+
+
+def pdq(rgb: np.ndarray) -> Pdq:
+    """The PDQ hash of an (h, w, 3) uint8 RGB image."""
+    import pdqhash
+
+    bits, quality = pdqhash.compute(normalise(rgb))
+    return Pdq(_hex(bits), int(quality))
+
+
+def pdq_dihedral(rgb: np.ndarray) -> list[Pdq]:
+    """PDQ of the 8 rotations/flips of an image, the original first. Each variant is hashed from its own pixels:
+    pdqhash's `compute_dihedral` (from one DCT) lands 10–44 bits away from the hash of the turned image."""
+    import pdqhash
+
+    out = []
+    for variant in _dihedral(normalise(rgb)):
+        bits, quality = pdqhash.compute(variant)
+        out.append(Pdq(_hex(bits), int(quality)))
+    return out
+
+
+def hex_to_bytes(values: list[str]) -> np.ndarray:
+    """PDQ hex strings as an (n, 32) uint8 array, the layout FAISS binary indexes take."""
+    if any(len(v) != PDQ_BITS // 4 for v in values):
+        raise ValueError(f"a PDQ value is {PDQ_BITS // 4} hex characters")
+    return np.frombuffer(bytes.fromhex("".join(values)), np.uint8).reshape(len(values), PDQ_BITS // 8)
+
+
+def distance(a: str, b: str) -> int:
+    """Hamming distance between two PDQ hex values."""
+    return int(np.unpackbits(hex_to_bytes([a])[0] ^ hex_to_bytes([b])[0]).sum())
+
+
+def min_distance(candidates: list[str], value: str) -> int:
+    """The smallest distance from `value` to any of `candidates` (e.g. an image's dihedral variants)."""
+    return min(distance(c, value) for c in candidates)
+
+
+class PdqIndex:
+    """Exact Hamming search over PDQ values with FAISS (`IndexBinaryFlat`); thread-safe; re-adding an id replaces it."""
+
+    def __init__(self) -> None:
+        import faiss
+
+        self._index = faiss.IndexBinaryFlat(PDQ_BITS)
+        self._ids: list[str] = []
+        self._position: dict[str, int] = {}
+        self._values: dict[str, str] = {}
+        self._stale: set[int] = set()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._position)
+
+    def add(self, ids: list[str], values: list[str]) -> None:
+        """Add (or replace) fingerprints; an id already present with the same value is left as it is."""
+        if len(ids) != len(values):
+            raise ValueError("ids and values differ in length")
+        fresh = {i: v.lower() for i, v in zip(ids, values) if self._values.get(i) != v.lower()}
+        if not fresh:
+            return
+        data = hex_to_bytes(list(fresh.values()))
+        with self._lock:
+            for asset_id, value in fresh.items():
+                if asset_id in self._position:
+                    self._stale.add(self._position[asset_id])
+                self._position[asset_id] = len(self._ids)
+                self._values[asset_id] = value
+                self._ids.append(asset_id)
+            self._index.add(data)
+
+    def add_bytes(self, ids: list[str], data: np.ndarray) -> None:
+        """Bulk add of new ids from an (n, 32) uint8 array (for large loads; ids must not be present yet)."""
+        with self._lock:
+            start = len(self._ids)
+            self._ids.extend(ids)
+            self._position.update((asset_id, start + n) for n, asset_id in enumerate(ids))
+            self._index.add(np.ascontiguousarray(data, np.uint8))
+
+    def search(self, values: list[str], k: int = 5,
+               max_distance: int = PDQ_MATCH_DISTANCE) -> list[list[tuple[str, int]]]:
+        """Per query: up to k (id, hamming distance) pairs within `max_distance`, nearest first."""
+        if not values:
+            return []
+        with self._lock:
+            if not self._ids:
+                return [[] for _ in values]
+            want = min(len(self._ids), k + len(self._stale))
+            dist, pos = self._index.search(hex_to_bytes([v.lower() for v in values]), want)
+            ids, stale = self._ids, self._stale
+        out = []
+        for drow, prow in zip(dist, pos):
+            hits = [(ids[p], int(d)) for d, p in zip(drow, prow) if p >= 0 and p not in stale and d <= max_distance]
+            out.append(hits[:k])
+        return out
+
+    def nearest(self, variants: list[str], k: int = 5,
+                max_distance: int = PDQ_MATCH_DISTANCE) -> list[tuple[str, int]]:
+        """One image given as several hashes (its dihedral variants): each id once, at its smallest distance."""
+        best: dict[str, int] = {}
+        for hits in self.search(variants, k, max_distance):
+            for asset_id, d in hits:
+                best[asset_id] = min(d, best.get(asset_id, d))
+        return sorted(best.items(), key=lambda item: (item[1], item[0]))[:k]
