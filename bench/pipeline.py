@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hallmark.config import Settings  # noqa: E402
+from hallmark.config import HallmarkConfig  # noqa: E402
 from schemas import PoisonMessage, Producer, RequestSubmitted, parse_event  # noqa: E402
 from schemas.events import GenerationSpec, RequestSubmittedPayload  # noqa: E402
 from streams.topiclog import read_all  # noqa: E402
@@ -61,7 +60,7 @@ async def events_of(bootstrap: str, ids: set[str]) -> dict[str, list]:
     return found
 
 
-def run(settings: Settings, n: int, steps: int, timeout: float) -> int:
+def run(settings: HallmarkConfig, n: int, steps: int, timeout: float) -> int:
     producer = Producer(service="bench", version="1")
     tag = uuid.uuid4().hex[:8]
     prompts = ["a red circle above a blue square", "two green triangles on a white background",
@@ -118,14 +117,13 @@ def main() -> int:
     parser.add_argument("--running", action="store_true", help="use the stack `hallmark up` started")
     args = parser.parse_args()
     if args.running:
-        return run(Settings(), args.n, args.steps, args.timeout)
-    from streams.broker import LocalKafka, free_port
-    from streams.stack import Stack, stage_services
+        return run(HallmarkConfig.from_env(), args.n, args.steps, args.timeout)
+    from hallmark.broker import LocalKafka, free_port
+    from hallmark.stack import Stack, stage_services
 
     with tempfile.TemporaryDirectory(prefix="hallmark-bench-") as tmp:
         kafka = LocalKafka(Path(tmp) / "kafka", free_port()).start()
-        settings = Settings(home=Path(tmp) / "home", kafka_bootstrap=kafka.bootstrap, database_url="",
-                            model_dir=os.environ.get("HALLMARK_MODEL_DIR", ""))
+        settings = HallmarkConfig.from_env(home=Path(tmp) / "home", kafka_bootstrap=kafka.bootstrap, database_url="")
         stack = Stack(settings)
         try:
             t0 = time.monotonic()

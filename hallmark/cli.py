@@ -7,7 +7,7 @@ import sys
 
 # Each module defines `register(subparsers)`; it must import nothing heavy at module import time
 # so that `hallmark generate` never loads Kafka clients and `hallmark up` never loads torch.
-COMMAND_MODULES = ("generator.cli", "streams.cli", "safety.cli", "provenance.cli", "review_ui.cli")
+COMMAND_MODULES = ("hallmark.ops", "generator.cli", "streams.cli", "safety.cli", "provenance.cli", "review_ui.cli")
 
 
 class CommandError(Exception):
@@ -29,11 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hallmark.config import HallmarkConfig
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    args.config = HallmarkConfig.from_env()  # the one config root of this process, passed down in `args`
     try:
         return int(args.func(args) or 0)
     except CommandError as exc:

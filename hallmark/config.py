@@ -1,25 +1,43 @@
-"""Settings shared by every process, from environment variables with local-first defaults."""
+"""The one config root: `HallmarkConfig`, built once per entry point from the environment and passed down.
+
+This is the only module that reads environment variables. Libraries take the config (or the parts they need)
+as arguments; child processes get it back as environment variables through `HallmarkConfig.to_env`.
+"""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Mapping
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+@dataclass(frozen=True)
+class Ports:
+    """Where the local web servers listen."""
+
+    api: int = 8080
+    verify: int = 8090
+    review: int = 8091
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Everything a process needs to find the others. Override with HALLMARK_* environment variables."""
+class HallmarkConfig:
+    """Everything a process needs to find the others and its keys. `from_env` reads the HALLMARK_* variables."""
 
-    home: Path = field(default_factory=lambda: Path(_env("HALLMARK_HOME", str(REPO_ROOT / "var"))))
-    kafka_bootstrap: str = field(default_factory=lambda: _env("HALLMARK_KAFKA", "127.0.0.1:19092"))
-    database_url: str = field(default_factory=lambda: _env("HALLMARK_DATABASE_URL", ""))
-    model_dir: str = field(default_factory=lambda: _env("HALLMARK_MODEL_DIR", ""))
+    home: Path = REPO_ROOT / "var"
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    database_url: str = ""  # "" = SQLite under home
+    model_dir: str = ""  # "" = the embedded shapes model
+    ports: Ports = field(default_factory=Ports)
+    api_key: str = ""  # `hallmark submit`'s key; "" = the dev key in home/api-keys.json
+    c2pa_key: Path | None = None  # production ES256 signing key (PEM); None = the local test CA
+    c2pa_cert_chain: Path | None = None
+    c2pa_trust_anchors: Path | None = None
+    tsa_url: str = ""  # RFC 3161 timestamp authority for manifests; "" = off
+    cache_dir: Path = Path.home() / ".cache" / "hallmark"  # derived artefacts (e.g. the ONNX prompt encoder)
+    threads: int = 2  # intra-op threads of each child process
 
     @property
     def blob_dir(self) -> Path:
@@ -32,3 +50,46 @@ class Settings:
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'hallmark.db'}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "HallmarkConfig":
+        """Defaults, then HALLMARK_* variables, then `overrides` (keyword arguments naming fields)."""
+        env = os.environ if env is None else env
+        base = cls()
+
+        def get(name: str, default):
+            return env.get(name) or default
+
+        def path(name: str) -> Path | None:
+            return Path(env[name]) if env.get(name) else None
+
+        xdg = Path(env["XDG_CACHE_HOME"]) / "hallmark" if env.get("XDG_CACHE_HOME") else base.cache_dir
+        config = cls(
+            home=Path(get("HALLMARK_HOME", base.home)), kafka_bootstrap=get("HALLMARK_KAFKA", base.kafka_bootstrap),
+            database_url=get("HALLMARK_DATABASE_URL", ""), model_dir=get("HALLMARK_MODEL_DIR", ""),
+            ports=Ports(int(get("HALLMARK_API_PORT", base.ports.api)), int(get("HALLMARK_VERIFY_PORT",
+                        base.ports.verify)), int(get("HALLMARK_REVIEW_PORT", base.ports.review))),
+            api_key=get("HALLMARK_API_KEY", ""), c2pa_key=path("HALLMARK_C2PA_KEY"),
+            c2pa_cert_chain=path("HALLMARK_C2PA_CERT_CHAIN"), c2pa_trust_anchors=path("HALLMARK_C2PA_TRUST_ANCHORS"),
+            tsa_url=get("HALLMARK_TSA_URL", ""), cache_dir=Path(get("HALLMARK_CACHE", xdg)),
+            threads=int(get("OMP_NUM_THREADS", base.threads)))
+        return replace(config, **overrides)
+
+    def to_env(self) -> dict[str, str]:
+        """This config as the variables `from_env` reads, for the child processes of `hallmark up`."""
+        values = {"HALLMARK_HOME": self.home, "HALLMARK_KAFKA": self.kafka_bootstrap,
+                  "HALLMARK_DATABASE_URL": self.database_url, "HALLMARK_MODEL_DIR": self.model_dir,
+                  "HALLMARK_API_PORT": self.ports.api, "HALLMARK_VERIFY_PORT": self.ports.verify,
+                  "HALLMARK_REVIEW_PORT": self.ports.review, "HALLMARK_C2PA_KEY": self.c2pa_key or "",
+                  "HALLMARK_C2PA_CERT_CHAIN": self.c2pa_cert_chain or "",
+                  "HALLMARK_C2PA_TRUST_ANCHORS": self.c2pa_trust_anchors or "", "HALLMARK_TSA_URL": self.tsa_url,
+                  "HALLMARK_CACHE": self.cache_dir, "OMP_NUM_THREADS": self.threads}
+        return {name: str(value) for name, value in values.items()}
+
+
+Settings = HallmarkConfig.from_env  # transitional name for modules not yet moved to HallmarkConfig
+
+
+def process_env(config: HallmarkConfig) -> dict[str, str]:
+    """The environment of a child process: this one's, with the config and unbuffered output."""
+    return {**os.environ, **config.to_env(), "PYTHONUNBUFFERED": "1"}

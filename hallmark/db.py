@@ -1,10 +1,27 @@
-"""Table creation that tolerates several processes starting on one database at once."""
+"""The one SQL engine factory, and table creation that tolerates several processes starting on one database."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlmodel import SQLModel
+from sqlmodel import SQLModel, create_engine
+
+
+def engine_for(db_url: str):
+    """An engine for `db_url`; SQLite gets WAL (readers go on while the projector writes) and a busy timeout."""
+    if not db_url.startswith("sqlite:///"):  # PostgreSQL, or an in-memory SQLite for tests
+        return create_engine(db_url, pool_pre_ping=True)
+    Path(db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(db_url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @sa_event.listens_for(engine, "connect")
+    def _wal(conn, _record) -> None:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+
+    return engine
 
 
 def create_tables(engine, tables: list, attempts: int = 5) -> None:

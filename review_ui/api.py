@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from review_ui.http import CSRF_HEADER, Caller, caller, check_csrf, client_address, json_body
 from review_ui.service import Console, ConsoleError
 from review_ui.stats import admin_stats
-from streams.review_claims import Claim
+from review.claims import Claim
 
 router = APIRouter(prefix="/api/v1")
 

@@ -9,11 +9,12 @@ from typing import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hallmark.config import Settings
+from hallmark.config import HallmarkConfig
+from hallmark.web import error_response, invalid
 from review_ui.http import SESSION_COOKIE
 from review_ui.service import Console, ConsoleConfig, ConsoleError
 
@@ -52,7 +53,7 @@ def duration(seconds: float) -> str:
     return f"{minutes}m {seconds % 60}s"
 
 
-def create_app(settings: Settings, config: ConsoleConfig | None = None,
+def create_app(settings: HallmarkConfig, config: ConsoleConfig | None = None,
                clock: Callable[[], float] = time.time) -> FastAPI:
     from review_ui import api, web
 
@@ -92,8 +93,7 @@ def create_app(settings: Settings, config: ConsoleConfig | None = None,
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
-        return failure(request, ConsoleError(422, errors))
+        return failure(request, invalid(exc.errors()))
 
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(api.router)
@@ -109,7 +109,7 @@ def create_app(settings: Settings, config: ConsoleConfig | None = None,
 def failure(request: Request, exc: ConsoleError):
     """JSON `{"reason": …}` for the API, an error page for browsers."""
     if request.url.path.startswith("/api/"):
-        return JSONResponse({"reason": exc.reason}, status_code=exc.status, headers=exc.headers)
+        return error_response(exc)
     if exc.status == 401:  # no or expired session: to the login page, then back here
         target = request.url.path if request.method == "GET" else "/"
         response = RedirectResponse(f"/login?next={urllib.parse.quote(target)}", status_code=303)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 
@@ -12,7 +11,7 @@ def register(subparsers) -> None:
 
     serve = sub.add_parser("serve", help="serve the reviewer console (HTML + JSON API)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=int(os.environ.get("HALLMARK_REVIEW_PORT", "8091")))
+    serve.add_argument("--port", type=int, default=None, help="default: $HALLMARK_REVIEW_PORT or 8091")
     serve.add_argument("--lease-seconds", type=float, default=900.0, help="how long a claim holds (default 900)")
     serve.add_argument("--session-idle-seconds", type=float, default=1800.0, help="idle logout (default 1800)")
     serve.add_argument("--insecure-cookies", action="store_true",
@@ -35,7 +34,6 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from hallmark.cli import CommandError
-    from hallmark.config import Settings
     from review_ui.app import create_app
     from review_ui.service import ConsoleConfig
 
@@ -43,7 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise CommandError("--lease-seconds and --session-idle-seconds must be positive")
     config = ConsoleConfig(lease_s=args.lease_seconds, session_idle_s=args.session_idle_seconds,
                            secure_cookies=not args.insecure_cookies)
-    uvicorn.run(create_app(Settings(), config), host=args.host, port=args.port, log_level="info",
+    uvicorn.run(create_app(args.config, config), host=args.host, port=args.port or args.config.ports.review, log_level="info",
                 server_header=False)
     return 0
 
@@ -52,9 +50,8 @@ def _add_user(args: argparse.Namespace) -> int:
     import getpass
 
     from hallmark.cli import CommandError
-    from hallmark.config import Settings
     from review_ui.users import UserStore
-    from streams.readmodels import engine_for
+    from hallmark.db import engine_for
 
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -63,7 +60,7 @@ def _add_user(args: argparse.Namespace) -> int:
         if getpass.getpass("again: ") != password:
             raise CommandError("the passwords differ")
     try:
-        user = UserStore(engine_for(Settings().db_url)).add(args.name, args.role, password, args.prompt_access,
+        user = UserStore(engine_for(args.config.db_url)).add(args.name, args.role, password, args.prompt_access,
                                                             replace=args.replace)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
@@ -75,8 +72,7 @@ def _add_user(args: argparse.Namespace) -> int:
 def _rebuild(args: argparse.Namespace) -> int:
     import asyncio
 
-    from hallmark.config import Settings
-    from streams.stages.review_queue import rebuild
+    from streams.stages.projections import rebuild
 
-    print(f"rebuilt the review read models from {asyncio.run(rebuild(Settings()))} events")
+    print(f"rebuilt the review read models from {asyncio.run(rebuild(args.config, review_only=True))} events")
     return 0

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from hallmark.web import invalid, read_body
 from review_ui.service import Console, ConsoleError
 from review_ui.sessions import LiveSession
 from review_ui.users import User
@@ -65,18 +66,6 @@ def check_csrf(request: Request, who: Caller, sent: str | None) -> None:
         raise ConsoleError(403, "missing or wrong CSRF token; reload the page and try again")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise ConsoleError(413, f"request body larger than {limit} bytes")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ConsoleError(413, f"request body larger than {limit} bytes")
-    return body
-
-
 async def form(request: Request, limit: int, fields: set[str], required: set[str]) -> dict[str, str]:
     """An url-encoded form with exactly known fields, each at most once; anything else is a 4xx."""
     body = await read_body(request, limit)
@@ -118,8 +107,7 @@ async def json_body(request: Request, limit: int, model):
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConsoleError(422, "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
-                                          for e in exc.errors()[:5])) from None
+        raise invalid(exc.errors()) from None
 
 
 def safe_next(target: str | None) -> str:

@@ -10,16 +10,17 @@ from typing import Callable
 from sqlmodel import Session, select
 from starlette.concurrency import run_in_threadpool
 
-from hallmark.config import Settings
-from hallmark.db import create_tables
+from hallmark.config import HallmarkConfig
+from hallmark.db import create_tables, engine_for
+from hallmark.web import HttpError
 from provenance.store import BlobStore
+from review.claims import Claim, ClaimError, ClaimStore
+from review.events import activity_event, decision_event
+from review.queue import SENIOR, TABLES, ReviewHistoryRow, ReviewQueueRow
 from review_ui.login_throttle import LoginThrottle, ThrottleConfig
 from review_ui.sessions import SessionStore
 from review_ui.users import User, UserStore
-from streams.readmodels import engine_for
-from streams.review_claims import Claim, ClaimError, ClaimStore
-from streams.review_events import EventSender, activity_event, decision_event, read_task_event
-from streams.review_queue import SENIOR, TABLES, ReviewHistoryRow, ReviewQueueRow
+from streams.kafkaio import EventSender, read_event_at
 
 DECISIONS = ("approve", "reject", "escalate")
 MAX_REASON = 2000
@@ -35,12 +36,7 @@ class ConsoleConfig:
     login_throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
 
 
-class ConsoleError(Exception):
-    """A refused action: HTTP status and a reason safe to show."""
-
-    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None):
-        super().__init__(reason)
-        self.status, self.reason, self.headers = status, reason, headers or {}
+ConsoleError = HttpError  # a refused action: HTTP status and a reason safe to show
 
 
 @dataclass
@@ -78,7 +74,7 @@ class TaskView:
 class Console:
     """Everything the console does, over the shared SQL database and the broker."""
 
-    def __init__(self, settings: Settings, config: ConsoleConfig, clock: Callable[[], float] = time.time):
+    def __init__(self, settings: HallmarkConfig, config: ConsoleConfig, clock: Callable[[], float] = time.time):
         self.settings, self.config, self.clock = settings, config, clock
         self.engine = engine_for(settings.db_url)
         create_tables(self.engine, TABLES)  # usable before the projector first ran
@@ -232,7 +228,8 @@ class Console:
         if self.claims.live_claim(user.name, task_id) is None or not token:
             raise ConsoleError(409, "you do not hold a live claim on this task (claim it first)")
         try:
-            task = await read_task_event(self.settings.kafka_bootstrap, row.task_partition, row.task_offset)
+            task = await read_event_at(self.settings.kafka_bootstrap, "review-tasks", row.task_partition,
+                                       row.task_offset)
         except LookupError as exc:
             raise ConsoleError(410, str(exc)) from None
         except Exception as exc:

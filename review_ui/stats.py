@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import or_, select
 
-from streams.review_claims import ReviewClaimRow
-from streams.review_queue import SENIOR, ReviewDecisionRow, ReviewQueueRow
+from review.claims import ReviewClaimRow
+from review.queue import SENIOR, ReviewDecisionRow, ReviewQueueRow
 
 Q, C, D = ReviewQueueRow.__table__, ReviewClaimRow.__table__, ReviewDecisionRow.__table__
 

@@ -1,14 +1,13 @@
 """The event envelope every topic shares, and strict parsing that dead-letters instead of guessing."""
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SCHEMA_VERSION = "1.0"  # major.minor; minors are additive, a new major is dead-lettered by old consumers
 
@@ -29,6 +28,13 @@ class Producer(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     service: str
     version: str
+
+
+def producer_for(service: str) -> Producer:
+    """The producer stamp of a Hallmark service (`hallmark-<service>`, the package version)."""
+    from hallmark import __version__
+
+    return Producer(service=f"hallmark-{service}", version=__version__)
 
 
 class Event(BaseModel):
@@ -81,32 +87,3 @@ class PoisonMessage(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
-
-
-def parse_event(raw: bytes | str | dict, expected: tuple[type[Event], ...] | None = None) -> Event:
-    """Parse one message into its typed event or raise PoisonMessage naming why."""
-    from schemas.events import EVENT_TYPES  # local: events imports this module
-
-    if isinstance(raw, dict):
-        data = raw
-    else:
-        try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise PoisonMessage(f"not JSON: {exc.__class__.__name__}: {str(exc)[:120]}") from None
-    if not isinstance(data, dict):
-        raise PoisonMessage(f"not a JSON object but {type(data).__name__}")
-    version = str(data.get("schema_version", ""))
-    if version.split(".", 1)[0] != SCHEMA_VERSION.split(".", 1)[0]:
-        raise PoisonMessage(f"unknown schema major version {version!r} (this consumer speaks {SCHEMA_VERSION})")
-    event_type = data.get("event_type")
-    cls = EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
-    if cls is None:
-        raise PoisonMessage(f"unknown event_type {event_type!r}")
-    if expected is not None and cls not in expected:
-        raise PoisonMessage(f"event_type {event_type!r} does not belong on this topic")
-    try:
-        return cls.model_validate(data)
-    except ValidationError as exc:
-        errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
-        raise PoisonMessage(f"schema-invalid {event_type}: {errors}") from None

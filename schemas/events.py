@@ -1,15 +1,16 @@
 """One pydantic model per event type. Payloads are closed (extra="forbid"); evolve them additively."""
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from datetime import datetime
 from enum import Enum
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from schemas.envelope import Event
+from schemas.envelope import SCHEMA_VERSION, Event, PoisonMessage
 
 SamplerName = Literal["ddim", "euler", "dpmpp_2m"]  # generator.runtime.samplers.SAMPLERS implements each (a test checks)
 SAMPLERS: tuple[str, ...] = get_args(SamplerName)
@@ -234,3 +235,30 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (RequestSubmitted, PromptVerdict, JobCreated, ImageGenerated, ImageVerdict, ReviewTaskCreated,
                 ReviewDecided, ReviewActivity, AssetPublished, Outcome, AuditRecord, DeadLetter)
 }
+
+
+def parse_event(raw: bytes | str | dict, expected: tuple[type[Event], ...] | None = None) -> Event:
+    """Parse one message into its typed event or raise PoisonMessage naming why."""
+    if isinstance(raw, dict):
+        data = raw
+    else:
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise PoisonMessage(f"not JSON: {exc.__class__.__name__}: {str(exc)[:120]}") from None
+    if not isinstance(data, dict):
+        raise PoisonMessage(f"not a JSON object but {type(data).__name__}")
+    version = str(data.get("schema_version", ""))
+    if version.split(".", 1)[0] != SCHEMA_VERSION.split(".", 1)[0]:
+        raise PoisonMessage(f"unknown schema major version {version!r} (this consumer speaks {SCHEMA_VERSION})")
+    event_type = data.get("event_type")
+    cls = EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
+    if cls is None:
+        raise PoisonMessage(f"unknown event_type {event_type!r}")
+    if expected is not None and cls not in expected:
+        raise PoisonMessage(f"event_type {event_type!r} does not belong on this topic")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        raise PoisonMessage(f"schema-invalid {event_type}: {errors}") from None

@@ -15,7 +15,7 @@ if ! .venv/bin/python -c "import hallmark, torch, diffusers, faust, pytest" 2>/d
   .venv/bin/python -m pip install -q -e ".[test]"
   touch .venv/.hallmark-installed
 fi
-if [ -f streams/broker/pom.xml ]; then
-  .venv/bin/python -m streams.broker fetch >&2
+if [ -f hallmark/kafka/pom.xml ]; then
+  .venv/bin/python -m hallmark.broker fetch >&2
 fi
 echo "setup: ready — .venv/bin/hallmark" >&2

@@ -15,14 +15,15 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, select
 
-from hallmark.config import Settings
+from hallmark.config import HallmarkConfig
 from hallmark.db import create_tables
+from hallmark.web import HttpError, error_response, invalid, read_body
 from provenance.store import BlobStore
-from schemas import RequestSubmitted, new_event_id
+from schemas import RequestSubmitted, new_event_id, producer_for
 from schemas.events import GenerationSpec, RequestSubmittedPayload
 from streams.apikeys import ApiKeys
-from streams.base import producer_for
-from streams.readmodels import AssetRow, RequestRow, engine_for
+from streams.kafkaio import make_producer
+from streams.readmodels import AssetRow, RequestRow, open_readmodels
 
 MAX_BODY = 1024 * 1024
 USER_FIELDS = {"prompt", "negative_prompt", "width", "height", "steps", "guidance", "seed", "n", "sampler", "model",
@@ -42,22 +43,19 @@ class AcceptedRequest(SQLModel, table=True):
 
 
 def error(status: int, reason: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"reason": reason, **extra}, status_code=status)
+    return error_response(HttpError(status, reason, **extra))
 
 
-def create_app(settings: Settings) -> FastAPI:
-    from aiokafka import AIOKafkaProducer
-
+def create_app(settings: HallmarkConfig) -> FastAPI:
     keys = ApiKeys.load(settings.home / "api-keys.json")
-    engine = engine_for(settings.db_url)
+    engine = open_readmodels(settings.db_url)
     create_tables(engine, [AcceptedRequest.__table__])
     blobs = BlobStore(settings.blob_dir)
-    state: dict[str, AIOKafkaProducer] = {}
+    state: dict = {}
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                                    enable_idempotence=True, request_timeout_ms=15000)
+        producer = make_producer(settings.kafka_bootstrap)
         await producer.start()
         state["producer"] = producer
         try:
@@ -66,6 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
             await producer.stop()
 
     app = FastAPI(title="Hallmark submission API", version="1", lifespan=lifespan)
+    app.add_exception_handler(HttpError, lambda _request, exc: error_response(exc))
 
     def tenant_of(request: Request) -> str | None:
         auth = request.headers.get("authorization", "")
@@ -77,14 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
         tenant = tenant_of(request)
         if tenant is None:
             return error(401, "missing or unknown API key (send 'Authorization: Bearer <key>')")
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > MAX_BODY:
-            return error(413, f"body is larger than {MAX_BODY} bytes")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY:
-                return error(413, f"body is larger than {MAX_BODY} bytes")
+        body = await read_body(request, MAX_BODY)
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError):
@@ -100,8 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             spec = GenerationSpec.model_validate(data)
         except ValidationError as exc:
-            errors = [{"field": ".".join(map(str, e["loc"])) or "body", "problem": e["msg"]} for e in exc.errors()]
-            return error(422, "; ".join(f"{e['field']}: {e['problem']}" for e in errors), errors=errors)
+            raise invalid(exc.errors()) from None
         idem = request.headers.get("idempotency-key")
         if idem is not None and not 0 < len(idem) <= 200:
             return error(400, "Idempotency-Key must be 1–200 characters")
@@ -205,9 +196,10 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m streams.api", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--port", type=int, help="default: $HALLMARK_API_PORT or 8080")
     args = parser.parse_args(argv)
-    uvicorn.run(create_app(Settings()), host=args.host, port=args.port, log_level="info")
+    config = HallmarkConfig.from_env()
+    uvicorn.run(create_app(config), host=args.host, port=args.port or config.ports.api, log_level="info")
 
 
 if __name__ == "__main__":

@@ -9,17 +9,13 @@ import os
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
-import hallmark
-from hallmark.config import Settings
-from schemas import TOPICS, DeadLetter, Event, Outcome, OutcomeStatus, PoisonMessage, Producer, parse_event, topic_for
+from hallmark.config import HallmarkConfig
+from schemas import (TOPICS, DeadLetter, Event, Outcome, OutcomeStatus, PoisonMessage, Producer, parse_event,
+                     producer_for, topic_for)
 from schemas.events import DeadLetterPayload, OutcomePayload
 from streams.topiclog import read_to_end
 
 log = logging.getLogger("hallmark.streams")
-
-
-def producer_for(stage: str) -> Producer:
-    return Producer(service=f"hallmark-{stage}", version=hallmark.__version__)
 
 
 class FirstSeen:
@@ -68,7 +64,7 @@ class Stage:
     in_flow: ClassVar[bool] = True  # a stage error ends the request `failed`; observers only dead-letter
     raw: ClassVar[bool] = False  # observers see every message as it is, poison included (`handle_raw`)
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: HallmarkConfig):
         self.settings = settings
         self.producer = producer_for(self.name)
 

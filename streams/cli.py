@@ -1,9 +1,8 @@
-"""`hallmark up|down|submit|audit verify|projections rebuild` — the event spine's commands."""
+"""`hallmark submit|audit verify|projections rebuild` — the event spine's commands."""
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
@@ -11,11 +10,6 @@ TERMINAL = ("published", "rejected", "failed")
 
 
 def register(subparsers) -> None:
-    up = subparsers.add_parser("up", help="start the local stack: Kafka, every stage, the web servers")
-    up.set_defaults(func=_up)
-    down = subparsers.add_parser("down", help="stop everything `hallmark up` started")
-    down.set_defaults(func=_down)
-
     submit = subparsers.add_parser("submit", help="submit a prompt over HTTP; --wait prints the outcome")
     submit.add_argument("prompt")
     submit.add_argument("--negative", default="", help="negative prompt")
@@ -41,47 +35,15 @@ def register(subparsers) -> None:
     rebuild.set_defaults(func=_rebuild)
 
 
-def _up(args: argparse.Namespace) -> int:
-    from hallmark.cli import CommandError
-    from hallmark.config import Settings
-    from streams.apikeys import ApiKeys
-    from streams.broker import BrokerError
-    from streams.stack import Stack
-
-    settings = Settings()
-    ApiKeys.load(settings.home / "api-keys.json")  # so the key exists before the API starts
-    try:
-        where = Stack(settings).up()
-    except (BrokerError, RuntimeError, ValueError) as exc:
-        raise CommandError(str(exc)) from None
-    width = max(map(len, where))
-    for name, place in where.items():
-        print(f"{name:<{width}}  {place}")
-    print(f"{'logs':<{width}}  {settings.home / 'logs'}")
-    print(f"{'api key':<{width}}  {ApiKeys.load(settings.home / 'api-keys.json').dev_key()}  (tenant 'dev')")
-    return 0
-
-
-def _down(args: argparse.Namespace) -> int:
-    from hallmark.config import Settings
-    from streams.stack import Stack
-
-    stopped = Stack(Settings()).down()
-    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
-    return 0
-
-
 def _submit(args: argparse.Namespace) -> int:
     import httpx
 
     from hallmark.cli import CommandError
-    from hallmark.config import Settings
     from streams.apikeys import ApiKeys
-    from streams.stack import Ports
 
-    settings = Settings()
-    base = args.api or f"http://127.0.0.1:{Ports().api}"
-    key = args.key or os.environ.get("HALLMARK_API_KEY") or ApiKeys.load(settings.home / "api-keys.json").dev_key()
+    config = args.config
+    base = args.api or f"http://127.0.0.1:{config.ports.api}"
+    key = args.key or config.api_key or ApiKeys.load(config.home / "api-keys.json").dev_key()
     body = {"prompt": args.prompt, "negative_prompt": args.negative}
     for name in ("seed", "steps", "n", "width", "height"):
         if getattr(args, name) is not None:
@@ -123,12 +85,11 @@ def _audit_verify(args: argparse.Namespace) -> int:
     import asyncio
 
     from hallmark.cli import CommandError
-    from hallmark.config import Settings
     from streams.auditlog import verify
     from streams.topiclog import read_to_end
 
     async def records():
-        return [(r.partition, r.offset, r.value) async for r in read_to_end(Settings().kafka_bootstrap, "audit")]
+        return [(r.partition, r.offset, r.value) async for r in read_to_end(args.config.kafka_bootstrap, "audit")]
 
     try:
         report = verify(sorted(asyncio.run(records()), key=lambda r: (r[0], r[1])))
@@ -148,10 +109,9 @@ def _audit_verify(args: argparse.Namespace) -> int:
 def _rebuild(args: argparse.Namespace) -> int:
     import asyncio
 
-    from hallmark.config import Settings
     from streams.stages.projections import rebuild
 
-    settings = Settings()
+    settings = args.config
     count = asyncio.run(rebuild(settings))
     print(f"read models rebuilt from offset 0: {count} events applied ({settings.db_url})")
     return 0

@@ -1,4 +1,4 @@
-"""SQL read models (requests, review tasks, assets) projected from the topics. Never holds a prompt.
+"""SQL read models (requests, assets) projected from the topics. Never holds a prompt (review: `review.queue`).
 
 Every column is a function of the set of events, not of their arrival order: status follows the highest-ranked
 event (ties: the later `occurred_at`, then event id), so a rebuild from offset 0 yields identical rows.
@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
 
-from sqlalchemy import event as sa_event
-from sqlmodel import Field, Session, SQLModel, create_engine
+from typing import Callable
 
-from hallmark.db import create_tables
-from schemas import Event
+from sqlmodel import Field, Session, SQLModel
+
+from hallmark.db import create_tables, engine_for
+from schemas import (AssetPublished, Event, ImageGenerated, ImageVerdict, JobCreated, Outcome, PromptVerdict,
+                     RequestSubmitted, ReviewTaskCreated)
 
 RANK = {"submitted": 0, "screened": 1, "review": 1, "generating": 2, "generated": 3, "image_review": 4,
         "publishing": 4, "published": 9, "rejected": 9, "failed": 9}
@@ -50,28 +51,6 @@ class RequestRow(SQLModel, table=True):
     image_sha256s: str = "[]"
 
 
-class ReviewTaskRow(SQLModel, table=True):
-    __tablename__ = "review_tasks"
-    task_id: str = Field(primary_key=True)
-    request_id: str = Field(index=True)
-    tenant_id: str
-    gate: str
-    severity: int
-    sla_deadline: dt.datetime
-    created_at: dt.datetime
-    verdict_stage: str
-    categories: str = "[]"
-    reasons: str = "[]"
-    score: float | None = None
-    model_id: str | None = None
-    image_sha256s: str = "[]"
-    state: str = Field(default="open", index=True)  # open | escalated | approved | rejected
-    escalated: bool = False
-    decision_key: str = ""
-    reviewer: str | None = None
-    decided_at: dt.datetime | None = None
-
-
 class AssetRow(SQLModel, table=True):
     __tablename__ = "assets"
     asset_id: str = Field(primary_key=True)
@@ -88,21 +67,12 @@ class AssetRow(SQLModel, table=True):
     published_at: dt.datetime
 
 
-TABLES = [RequestRow.__table__, ReviewTaskRow.__table__, AssetRow.__table__]
+TABLES = [RequestRow.__table__, AssetRow.__table__]
 
 
-def engine_for(db_url: str):
-    """An engine; SQLite gets WAL so the API reads while the projector writes."""
-    if db_url.startswith("sqlite:///"):
-        Path(db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(db_url, connect_args={"check_same_thread": False, "timeout": 30})
-
-        @sa_event.listens_for(engine, "connect")
-        def _wal(conn, _record) -> None:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-    else:
-        engine = create_engine(db_url, pool_pre_ping=True)
+def open_readmodels(db_url: str):
+    """The engine of the request read models, with their tables created."""
+    engine = engine_for(db_url)
     create_tables(engine, TABLES)
     return engine
 
@@ -140,73 +110,60 @@ def _status(row: RequestRow, event: Event, status: str) -> bool:
     return better
 
 
+def _submitted(session: Session, row: RequestRow, event: Event) -> None:
+    row.source, row.submitted_at = event.payload.source, _utc(event.occurred_at)
+    _status(row, event, "submitted")
+
+
+def _prompt_verdict(session: Session, row: RequestRow, event: Event) -> None:
+    v = event.payload.verdict
+    row.prompt_decision, row.prompt_policy_version = v.decision.value, v.policy_version
+    row.prompt_categories = json.dumps(sorted(v.categories))
+    _status(row, event, "review" if v.decision.value == "review" else "screened")
+
+
+def _image_verdict(session: Session, row: RequestRow, event: Event) -> None:
+    v, key = event.payload.verdict, _key(0, event)
+    if key > row.image_verdict_key:
+        row.image_decision, row.image_verdict_key = v.decision.value, key
+        row.image_categories = json.dumps(sorted(v.categories))
+    _status(row, event, "image_review" if v.decision.value == "review" else "publishing")
+
+
+def _asset(session: Session, row: RequestRow, event: Event) -> None:
+    p = event.payload
+    session.merge(AssetRow(asset_id=p.asset_id, request_id=event.request_id, tenant_id=event.tenant_id,
+                           sha256=p.sha256, image_index=p.image_index, model_id=p.model_id,
+                           policy_version=p.policy_version, watermark_payload=p.watermark_payload,
+                           manifest_label=p.manifest_label, width=p.width, height=p.height,
+                           published_at=_utc(event.occurred_at)))
+    _status(row, event, "publishing")
+
+
+def _outcome(session: Session, row: RequestRow, event: Event) -> None:
+    p = event.payload
+    if _status(row, event, p.status.value):
+        row.outcome, row.outcome_reason = p.status.value, p.reason
+        row.outcome_categories = json.dumps(sorted(p.categories))
+        row.asset_ids = json.dumps(p.asset_ids)
+        row.image_sha256s = json.dumps([ref.sha256 for ref in p.images])
+
+
+HANDLERS: dict[type[Event], Callable[[Session, RequestRow, Event], None]] = {
+    RequestSubmitted: _submitted,
+    PromptVerdict: _prompt_verdict,
+    JobCreated: lambda session, row, event: _status(row, event, "generating"),
+    ImageGenerated: lambda session, row, event: _status(row, event, "generated"),
+    ImageVerdict: _image_verdict,
+    ReviewTaskCreated: lambda session, row, event: _status(row, event, "review" if event.payload.gate == "prompt"
+                                                           else "image_review"),
+    AssetPublished: _asset,
+    Outcome: _outcome,
+}
+
+
 def apply(session: Session, event: Event) -> None:
     """Fold one event into the read models (idempotent: applying it again changes nothing)."""
-    kind, p = event.event_type, event.payload
-    if kind in ("audit.record", "dlq.message"):
-        return
-    row = _request(session, event)
-    if kind == "request.submitted":
-        row.source, row.submitted_at = p.source, _utc(event.occurred_at)
-        _status(row, event, "submitted")
-    elif kind == "prompt.verdict":
-        row.prompt_decision, row.prompt_policy_version = p.verdict.decision.value, p.verdict.policy_version
-        row.prompt_categories = json.dumps(sorted(p.verdict.categories))
-        _status(row, event, "review" if p.verdict.decision.value == "review" else "screened")
-    elif kind == "job.created":
-        _status(row, event, "generating")
-    elif kind == "image.generated":
-        _status(row, event, "generated")
-    elif kind == "image.verdict":
-        key = _key(0, event)
-        if key > row.image_verdict_key:
-            row.image_decision, row.image_verdict_key = p.verdict.decision.value, key
-            row.image_categories = json.dumps(sorted(p.verdict.categories))
-        _status(row, event, "image_review" if p.verdict.decision.value == "review" else "publishing")
-    elif kind == "review.task_created":
-        _task_created(session, event)
-        _status(row, event, "review" if p.gate == "prompt" else "image_review")
-    elif kind == "review.decided":
-        _task_decided(session, event)
-    elif kind == "asset.published":
-        session.merge(AssetRow(asset_id=p.asset_id, request_id=event.request_id, tenant_id=event.tenant_id,
-                               sha256=p.sha256, image_index=p.image_index, model_id=p.model_id,
-                               policy_version=p.policy_version, watermark_payload=p.watermark_payload,
-                               manifest_label=p.manifest_label, width=p.width, height=p.height,
-                               published_at=_utc(event.occurred_at)))
-        _status(row, event, "publishing")
-    elif kind == "outcome":
-        if _status(row, event, p.status.value):
-            row.outcome, row.outcome_reason = p.status.value, p.reason
-            row.outcome_categories = json.dumps(sorted(p.categories))
-            row.asset_ids = json.dumps(p.asset_ids)
-            row.image_sha256s = json.dumps([ref.sha256 for ref in p.images])
-
-
-def _task_created(session: Session, event: Event) -> None:
-    p = event.payload
-    task = session.get(ReviewTaskRow, str(p.task_id))
-    if task is None:
-        task = ReviewTaskRow(task_id=str(p.task_id), request_id=event.request_id, tenant_id=event.tenant_id,
-                             gate=p.gate, severity=p.severity, sla_deadline=_utc(p.sla_deadline),
-                             created_at=_utc(event.occurred_at), verdict_stage=p.verdict.stage)
-        session.add(task)
-    task.categories, task.reasons = json.dumps(sorted(p.verdict.categories)), json.dumps(p.verdict.reasons)
-    task.score, task.model_id = p.verdict.score, p.model_id
-    task.image_sha256s = json.dumps([ref.sha256 for ref in p.images])
-
-
-def _task_decided(session: Session, event: Event) -> None:
-    p = event.payload
-    task = session.get(ReviewTaskRow, str(p.task_id))
-    if task is None:
-        return  # a decision for a task this projection never saw (it arrives with the task on rebuild)
-    if p.decision == "escalate":
-        task.escalated = True
-    else:
-        key = _key(0, event)
-        if not task.decision_key or key < task.decision_key:  # the first decision wins, as in the review stage
-            task.state = "approved" if p.decision == "approve" else "rejected"
-            task.decision_key, task.reviewer, task.decided_at = key, p.reviewer, _utc(event.occurred_at)
-    if not task.decision_key:
-        task.state = "escalated" if task.escalated else "open"
+    handler = HANDLERS.get(type(event))
+    if handler is not None:
+        handler(session, _request(session, event), event)

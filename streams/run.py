@@ -6,18 +6,18 @@ import asyncio
 import importlib
 import logging
 
-from hallmark.config import Settings
+from hallmark.config import HallmarkConfig
 
 STAGES: dict[str, str] = {
     "prompt-gate": "streams.stages.prompt_gate:PromptGateStage",
     "router": "streams.stages.router:RouterStage",
     "generation": "streams.stages.generation:GenerationStage",
     "output-gate": "streams.stages.output_gate:OutputGateStage",
-    "review": "streams.stages.review:ReviewStage",
+    "review": "streams.stages.decisions:ReviewStage",
     "publisher": "streams.stages.publisher:PublisherStage",
     "audit": "streams.stages.audit:AuditStage",
     "projections": "streams.stages.projections:ProjectionStage",
-    "review-queue": "streams.stages.review_queue:ReviewQueueStage",
+    "review-queue": "streams.stages.projections:ReviewQueueStage",
 }
 
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from streams.base import build_app
 
-    settings = Settings()
+    settings = HallmarkConfig.from_env()
     logging.basicConfig(level=args.loglevel.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
     app, runner = build_app(stage_class(args.stage)(settings))
     asyncio.run(runner.prepare())  # models load before the consumer exists: no starved heartbeats meanwhile

@@ -14,8 +14,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # two shared cores: keep torch an
 
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory):
-    """A real Apache Kafka broker (KRaft) on a free port; jars come from Maven once (cached in streams/broker/lib)."""
-    from streams.broker import LocalKafka, free_port
+    """A real Apache Kafka broker (KRaft) on a free port; jars come from Maven once (cached in hallmark/kafka/lib)."""
+    from hallmark.broker import LocalKafka, free_port
 
     broker = LocalKafka(tmp_path_factory.mktemp("kafka"), free_port())
     broker.start()
@@ -109,16 +109,15 @@ class Spine:
 @pytest.fixture(scope="session")
 def spine(kafka, tmp_path_factory):
     """Every stage as its own process plus the submission API, against the session's broker."""
-    from hallmark.config import Settings
+    from hallmark.broker import free_port
+    from hallmark.config import HallmarkConfig, Ports
+    from hallmark.stack import Stack, stage_services, web_services
     from streams.apikeys import ApiKeys
-    from streams.broker import free_port
-    from streams.stack import Ports, Stack, stage_services, web_services
 
     home = tmp_path_factory.mktemp("home")
-    settings = Settings(home=home, kafka_bootstrap=kafka.bootstrap, database_url="",
-                        model_dir=os.environ.get("HALLMARK_MODEL_DIR", ""))
     ports = Ports(api=free_port(), verify=free_port(), review=free_port())
-    stack = Stack(settings, ports)
+    settings = HallmarkConfig.from_env(home=home, kafka_bootstrap=kafka.bootstrap, database_url="", ports=ports)
+    stack = Stack(settings)
     web = [s for s in web_services(ports) if s.name == "api"]
     try:
         stack.up(stages=stage_services(), web=web, with_kafka=False)
@@ -134,3 +133,16 @@ def spine(kafka, tmp_path_factory):
 
 def logs_text(home: Path) -> str:
     return "\n".join(p.read_text(errors="replace") for p in sorted((home / "logs").glob("*.log")))
+
+
+@pytest.fixture
+def engine(tmp_path):
+    """An empty SQLite database with the review read models (the review tests' store)."""
+    from sqlmodel import SQLModel
+
+    from hallmark.db import engine_for
+    from review.queue import TABLES
+
+    engine = engine_for(f"sqlite:///{tmp_path / 'review.db'}")
+    SQLModel.metadata.create_all(engine, tables=TABLES)
+    return engine

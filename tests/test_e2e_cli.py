@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from streams.broker import free_port
-from streams.stack import hallmark_argv
+from hallmark.broker import free_port
+from hallmark.stack import hallmark_argv
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

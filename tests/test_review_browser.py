@@ -66,8 +66,8 @@ def history_has(spine, request_id: str, event_type: str, timeout: float = 90.0) 
     """Wait until the review-queue stage indexed the audit record of an `event_type` event of the request."""
     from sqlmodel import Session, select
 
-    from streams.readmodels import engine_for
-    from streams.review_queue import ReviewHistoryRow
+    from hallmark.db import engine_for
+    from review.queue import ReviewHistoryRow
 
     engine, deadline = engine_for(spine.settings.db_url), time.monotonic() + timeout
     while time.monotonic() < deadline:

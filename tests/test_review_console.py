@@ -18,8 +18,8 @@ USERS = {"ann": ("reviewer", True), "bob": ("reviewer", False), "boss": ("admin"
 def start_console(spine) -> str:
     """`hallmark review serve` as its own process on the session's stack (started once, stopped with the stack)."""
     from review_ui.users import UserStore
-    from streams.readmodels import engine_for
-    from streams.stack import web_services
+    from hallmark.db import engine_for
+    from hallmark.stack import web_services
 
     users = UserStore(engine_for(spine.settings.db_url))
     for name, (role, prompt_access) in USERS.items():
@@ -34,8 +34,8 @@ def start_console(spine) -> str:
 
 def wait_task(spine, request_id: str, timeout: float = 120.0, audited: bool = False):
     """The review task of a request once the review-queue stage projected it (and, if asked, its audit record)."""
-    from streams.readmodels import engine_for
-    from streams.review_queue import ReviewHistoryRow, ReviewQueueRow
+    from hallmark.db import engine_for
+    from review.queue import ReviewHistoryRow, ReviewQueueRow
 
     engine = engine_for(spine.settings.db_url)
     deadline = time.monotonic() + timeout

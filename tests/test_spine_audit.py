@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.stack import hallmark_argv
+from hallmark.stack import hallmark_argv
 from tests.conftest import logs_text
 from tests.test_spine_flow import BLOCKED, REVIEW, SAFE, kafka_request
 

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from streams.stack import stage_services
+from hallmark.stack import stage_services
 from tests.test_spine_flow import BLOCKED, SAFE, kafka_request
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

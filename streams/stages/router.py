@@ -1,15 +1,20 @@
 """Routing on both gates' verdicts: allow → onward, review → `review-tasks`, block → `outcomes` (rejected)."""
 from __future__ import annotations
 
+from review.tasks import review_task
 from schemas import Event, JobCreated, OutcomeStatus, PromptVerdict
 from schemas.events import Decision, JobCreatedPayload
 from streams.base import Source, Stage, outcome
-from streams.review_tasks import review_task
 
 
 class RouterStage(Stage):
     name = "router"
     sources = ("prompt-verdicts", "image-verdicts")
+
+    async def start(self) -> None:
+        from safety.policy import load_pack
+
+        self.review_policy = load_pack().review  # severities and SLAs of review tasks are policy data
 
     async def handle(self, event: Event, source: Source) -> list[Event]:
         verdict = event.payload.verdict
@@ -19,8 +24,9 @@ class RouterStage(Stage):
                             categories=verdict.categories)]
         if verdict.decision == Decision.REVIEW:
             if gate == "prompt":
-                return [review_task(event, gate, verdict, self.producer)]
-            return [review_task(event, gate, verdict, self.producer, event.payload.model_id, event.payload.images)]
+                return [review_task(event, gate, verdict, self.producer, self.review_policy)]
+            return [review_task(event, gate, verdict, self.producer, self.review_policy, event.payload.model_id,
+                                event.payload.images)]
         if gate == "prompt":
             return [event.follow(JobCreated, JobCreatedPayload(spec=event.payload.spec,
                                                                policy_version=verdict.policy_version), self.producer)]

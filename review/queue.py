@@ -1,18 +1,23 @@
 """Review queue read models: tasks with their queue, and each request's audit trail index. Never holds a prompt.
 
 Projected by the `review-queue` stage from `review-tasks`, `review-decisions` and `audit`. Like the other read
-models every column is a function of the set of events (first by `occurred_at`, then event id), so a rebuild from
+models every column is a function of the events and their log positions (a re-sent task keeps the first in
+`occurred_at` order; the decision that counts is the first in log order, `review.decisions`), so a rebuild from
 offset 0 gives the same rows. Times are UTC epoch seconds (floats) so lease and SLA arithmetic is plain SQL.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import Field, Session, SQLModel, select
 
-from schemas import Event
-from streams.review_tasks import URGENT
+from review.decisions import first_escalation, first_final
+from review.tasks import GATE_ERROR_STAGE
+from safety.policy import ReviewPolicy
+from schemas import AuditRecord, Event, ReviewDecided, ReviewTaskCreated
 
 SENIOR = "senior"
 
@@ -57,7 +62,8 @@ class ReviewDecisionRow(SQLModel, table=True):
     decision: str
     reviewer: str = Field(index=True)
     occurred_at: float = Field(index=True)
-    key: str
+    log_partition: int  # where it sits on `review-decisions`: log order decides which decision counts
+    log_offset: int
 
 
 class ReviewHistoryRow(SQLModel, table=True):
@@ -80,71 +86,74 @@ class ReviewHistoryRow(SQLModel, table=True):
 TABLES = [ReviewQueueRow.__table__, ReviewDecisionRow.__table__, ReviewHistoryRow.__table__]
 
 
-def primary_category(categories: list[str], stage: str) -> str:
-    """The queue of a task: a zero-tolerance category first, else the first category; gate errors have their own."""
-    urgent = sorted(c for c in categories if any(u in c for u in URGENT))
+def primary_category(categories: list[str], stage: str, policy: ReviewPolicy) -> str:
+    """The queue of a task: an urgent category first, else the first category; gate errors have their own."""
+    urgent = sorted(c for c in categories if policy.is_urgent(c))
     if urgent or categories:
         return (urgent or sorted(categories))[0]
-    return "gate-error" if stage == "error" else "uncategorised"
+    return "gate-error" if stage == GATE_ERROR_STAGE else "uncategorised"
 
 
 def _key(event: Event) -> str:
     return f"{event.occurred_at.isoformat()}|{event.event_id}"
 
 
-def apply(session: Session, event: Event, topic: str, partition: int, offset: int) -> None:
-    """Fold one event (with its log coordinates) into the review read models; applying it twice changes nothing."""
-    if event.event_type == "review.task_created":
-        _task(session, event, partition, offset)
-    elif event.event_type == "review.decided":
-        _decided(session, event)
-    elif event.event_type == "audit.record":
-        _history(session, event, partition, offset)
+@dataclass(frozen=True)
+class ReviewProjector:
+    """Folds events (with their log coordinates) into the review read models; applying one twice changes nothing."""
+
+    policy: ReviewPolicy
+
+    def apply(self, session: Session, event: Event, partition: int, offset: int) -> None:
+        if isinstance(event, ReviewTaskCreated):
+            self._task(session, event, partition, offset)
+        elif isinstance(event, ReviewDecided):
+            _decided(session, event, partition, offset)
+        elif isinstance(event, AuditRecord):
+            _history(session, event, partition, offset)
+
+    def _task(self, session: Session, event: Event, partition: int, offset: int) -> None:
+        p, key = event.payload, _key(event)
+        row = session.get(ReviewQueueRow, str(p.task_id))
+        if row is not None and row.task_key <= key:
+            return
+        v = p.verdict
+        fields = dict(request_id=event.request_id, tenant_id=event.tenant_id, gate=p.gate,
+                      category=primary_category(v.categories, v.stage, self.policy),
+                      categories=json.dumps(sorted(v.categories)), severity=p.severity, reasons=json.dumps(v.reasons),
+                      score=v.score, verdict_stage=v.stage, policy_id=v.policy_id, policy_version=v.policy_version,
+                      model_id=p.model_id, image_sha256s=json.dumps([ref.sha256 for ref in p.images]),
+                      created_at=event.occurred_at.timestamp(), sla_deadline=p.sla_deadline.timestamp(),
+                      task_event_id=str(event.event_id), task_key=key, task_partition=partition, task_offset=offset)
+        if row is None:
+            row = ReviewQueueRow(task_id=str(p.task_id), **fields)
+            session.add(row)
+        else:
+            for name, value in fields.items():
+                setattr(row, name, value)
+        _fold(session, row)
 
 
-def _task(session: Session, event: Event, partition: int, offset: int) -> None:
-    p, key = event.payload, _key(event)
-    row = session.get(ReviewQueueRow, str(p.task_id))
-    if row is not None and row.task_key <= key:
-        return
-    v = p.verdict
-    fields = dict(request_id=event.request_id, tenant_id=event.tenant_id, gate=p.gate,
-                  category=primary_category(v.categories, v.stage), categories=json.dumps(sorted(v.categories)),
-                  severity=p.severity, reasons=json.dumps(v.reasons), score=v.score, verdict_stage=v.stage,
-                  policy_id=v.policy_id, policy_version=v.policy_version, model_id=p.model_id,
-                  image_sha256s=json.dumps([ref.sha256 for ref in p.images]),
-                  created_at=event.occurred_at.timestamp(), sla_deadline=p.sla_deadline.timestamp(),
-                  task_event_id=str(event.event_id), task_key=key, task_partition=partition, task_offset=offset)
-    if row is None:
-        row = ReviewQueueRow(task_id=str(p.task_id), **fields)
-        session.add(row)
-    else:
-        for name, value in fields.items():
-            setattr(row, name, value)
-    _fold(session, row)
-
-
-def _decided(session: Session, event: Event) -> None:
+def _decided(session: Session, event: Event, partition: int, offset: int) -> None:
     p = event.payload
     if session.get(ReviewDecisionRow, str(event.event_id)) is None:
         session.add(ReviewDecisionRow(event_id=str(event.event_id), task_id=str(p.task_id), decision=p.decision,
                                       reviewer=p.reviewer, occurred_at=event.occurred_at.timestamp(),
-                                      key=_key(event)))
+                                      log_partition=partition, log_offset=offset))
     row = session.get(ReviewQueueRow, str(p.task_id))
     if row is not None:
         _fold(session, row)
 
 
 def _fold(session: Session, row: ReviewQueueRow) -> None:
-    """The first escalation and the first final decision (approve/reject) win, as in the review stage."""
+    """The first escalation and the decision that counts (`review.decisions`), as the review stage acts on it."""
     session.flush()
     decisions = session.exec(select(ReviewDecisionRow).where(ReviewDecisionRow.task_id == row.task_id)).all()
-    escalations = sorted((d for d in decisions if d.decision == "escalate"), key=lambda d: d.key)
-    finals = sorted((d for d in decisions if d.decision != "escalate"), key=lambda d: d.key)
-    if escalations:
-        row.escalated_at, row.escalated_by = escalations[0].occurred_at, escalations[0].reviewer
-    if finals:
-        row.decision, row.decided_by, row.decided_at = finals[0].decision, finals[0].reviewer, finals[0].occurred_at
+    escalation, final = first_escalation(decisions), first_final(decisions)
+    if escalation:
+        row.escalated_at, row.escalated_by = escalation.occurred_at, escalation.reviewer
+    if final:
+        row.decision, row.decided_by, row.decided_at = final.decision, final.reviewer, final.occurred_at
 
 
 def _history(session: Session, record: Event, partition: int, offset: int) -> None:
@@ -162,8 +171,6 @@ def _history(session: Session, record: Event, partition: int, offset: int) -> No
 
 
 def _epoch(value: Any) -> float | None:
-    from datetime import datetime
-
     try:
         return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
     except ValueError:

@@ -1,4 +1,4 @@
-"""A real single-node Apache Kafka (KRaft) on 127.0.0.1, run from the jars Maven fetches into streams/broker/lib."""
+"""A real single-node Apache Kafka (KRaft) on 127.0.0.1, run from the jars Maven fetches into hallmark/kafka/lib."""
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from schemas.topics import TOPICS, Topic
 
-BROKER_DIR = Path(__file__).resolve().parent / "broker"
+BROKER_DIR = Path(__file__).resolve().parent / "kafka"
 LIB_DIR = BROKER_DIR / "lib"
 
 
@@ -238,18 +238,18 @@ async def ensure_topics(bootstrap: str, topics: dict[str, Topic]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m streams.broker fetch|ensure-topics` — for setup scripts and containers."""
+    """`python -m hallmark.broker fetch|ensure-topics` — for setup scripts and containers."""
     import argparse
 
-    from hallmark.config import Settings
+    from hallmark.config import HallmarkConfig
 
-    parser = argparse.ArgumentParser(prog="python -m streams.broker", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m hallmark.broker", description=main.__doc__)
     parser.add_argument("action", choices=("fetch", "ensure-topics"))
     args = parser.parse_args(argv)
     if args.action == "fetch":
         print(f"Kafka jars in {fetch_jars()}")
         return 0
-    bootstrap = Settings().kafka_bootstrap
+    bootstrap = HallmarkConfig.from_env().kafka_bootstrap
     deadline = time.monotonic() + 120
     while True:  # in compose the broker may still be starting
         try:

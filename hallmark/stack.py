@@ -8,20 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from hallmark.config import Settings
+from hallmark.broker import LocalKafka, ensure_topics, port_open, process_alive
+from hallmark.config import HallmarkConfig, Ports, process_env
 from schemas.topics import TOPICS
-from streams.broker import LocalKafka, ensure_topics, port_open, process_alive
 from streams.run import STAGES
-
-
-@dataclass(frozen=True)
-class Ports:
-    api: int = field(default_factory=lambda: int(os.environ.get("HALLMARK_API_PORT", "8080")))
-    verify: int = field(default_factory=lambda: int(os.environ.get("HALLMARK_VERIFY_PORT", "8090")))
-    review: int = field(default_factory=lambda: int(os.environ.get("HALLMARK_REVIEW_PORT", "8091")))
 
 
 @dataclass(frozen=True)
@@ -54,8 +47,11 @@ def stage_services() -> list[Service]:
 
 @dataclass
 class Stack:
-    settings: Settings
-    ports: Ports = field(default_factory=Ports)
+    settings: HallmarkConfig
+
+    @property
+    def ports(self) -> Ports:
+        return self.settings.ports
 
     @property
     def run_dir(self) -> Path:
@@ -72,10 +68,7 @@ class Stack:
         return LocalKafka(self.settings.home / "kafka", int(port))
 
     def env(self) -> dict[str, str]:
-        s = self.settings
-        return {**os.environ, "HALLMARK_HOME": str(s.home), "HALLMARK_KAFKA": s.kafka_bootstrap,
-                "HALLMARK_DATABASE_URL": s.database_url, "HALLMARK_MODEL_DIR": s.model_dir,
-                "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+        return process_env(self.settings)
 
     def pid(self, name: str) -> int | None:
         try:

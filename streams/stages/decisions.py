@@ -1,27 +1,37 @@
 """Human decisions resume the flow: approve → onward from where it stopped, reject → `outcomes` (rejected)."""
 from __future__ import annotations
 
-from schemas import Event, ImageVerdict, JobCreated, OutcomeStatus
+from review.decisions import DecisionLog, LoggedDecision
+from schemas import Event, ImageVerdict, JobCreated, OutcomeStatus, PoisonMessage, parse_event
 from schemas.events import Decision, GateResult, ImageVerdictPayload, JobCreatedPayload
-from streams.base import FirstSeen, Source, Stage, outcome
+from streams.base import Source, Stage, outcome
+
+
+def logged(event: Event, partition: int, offset: int) -> LoggedDecision:
+    p = event.payload
+    return LoggedDecision(str(p.task_id), str(event.event_id), p.decision, partition, offset)
 
 
 class ReviewStage(Stage):
-    """The first decision on a task wins (by log order, so a restart or replay picks the same one)."""
+    """Acts on the decision that counts for each task (`review.decisions`: the first final one in log order)."""
 
     name = "review"
     sources = ("review-decisions",)
 
     async def start(self) -> None:
-        self.decided = await FirstSeen("review-decisions", key_of=lambda e: str(e.payload.task_id)).load(
-            self.settings.kafka_bootstrap)
+        from streams.topiclog import read_to_end
+
+        self.decisions = DecisionLog()
+        async for record in read_to_end(self.settings.kafka_bootstrap, "review-decisions"):
+            try:
+                self.decisions.offer(logged(parse_event(record.value), record.partition, record.offset))
+            except PoisonMessage:
+                continue
 
     async def handle(self, event: Event, source: Source) -> list[Event]:
         p = event.payload
-        if p.decision == "escalate":
-            return []  # the task stays open for a senior reviewer; the console tracks escalation
-        if not self.decided.claim(str(p.task_id), str(event.event_id)):
-            return []
+        if not self.decisions.offer(logged(event, source.partition, source.offset)):
+            return []  # an escalation (the console tracks it), or a later decision on a decided task
         if p.decision == "reject":
             return [outcome(event, self.producer, OutcomeStatus.REJECTED, f"{p.gate} rejected by a reviewer")]
         if p.gate == "prompt":

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel
 
 from hallmark.db import create_tables
-from streams.review_queue import SENIOR, ReviewQueueRow
+from review.queue import SENIOR, ReviewQueueRow
 
 
 class ReviewClaimRow(SQLModel, table=True):
