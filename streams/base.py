@@ -1,21 +1,66 @@
-"""Plumbing every stage shares: one Faust app per stage, strict parsing, dead letters, the first-wins guards."""
+"""What every stage shares: the Stage contract, where messages come from, dead letters, the first-wins guard.
+
+A stage is constructible and testable without Kafka: it reads earlier state through a `Log` (Kafka in
+production, `MemoryLog` in tests) and returns the events it wants sent; `streams.runner` feeds and sends.
+"""
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
-import logging
-import os
-from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, ClassVar, Protocol, Sequence
 
 from hallmark.config import HallmarkConfig
-from schemas import (TOPICS, DeadLetter, Event, Outcome, OutcomeStatus, PoisonMessage, Producer, parse_event,
-                     producer_for, topic_for)
+from schemas import DeadLetter, Event, Outcome, OutcomeStatus, PoisonMessage, Producer, parse_event, producer_for
 from schemas.events import DeadLetterPayload, OutcomePayload
-from streams.topiclog import read_to_end
 
-log = logging.getLogger("hallmark.streams")
+
+@dataclass(frozen=True)
+class Record:
+    """One message of a topic's log."""
+
+    partition: int
+    offset: int
+    value: bytes
+    key: bytes | None = None
+
+
+class Log(Protocol):
+    """Read access to the topics' logs, for state a stage rebuilds at start."""
+
+    def read(self, topic: str, tail: int | None = None) -> AsyncIterator[Record]:
+        """Every record of `topic` up to its current end (per partition, in offset order; only the last `tail`)."""
+
+
+@dataclass(frozen=True)
+class KafkaLog:
+    bootstrap: str
+
+    async def read(self, topic: str, tail: int | None = None) -> AsyncIterator[Record]:
+        from streams.topiclog import read_to_end
+
+        async for r in read_to_end(self.bootstrap, topic, tail=tail):
+            yield Record(r.partition, r.offset, r.value or b"", r.key)
+
+
+@dataclass
+class MemoryLog:
+    """Topics held in memory (tests, contract runs): topic → records."""
+
+    topics: dict[str, list[Record]] = field(default_factory=dict)
+
+    def append(self, topic: str, value: bytes, partition: int = 0, key: bytes | None = None) -> Record:
+        records = self.topics.setdefault(topic, [])
+        record = Record(partition, sum(1 for r in records if r.partition == partition), value, key)
+        records.append(record)
+        return record
+
+    async def read(self, topic: str, tail: int | None = None) -> AsyncIterator[Record]:
+        records = sorted(self.topics.get(topic, []), key=lambda r: (r.partition, r.offset))
+        for r in records:
+            if tail is None or r.offset >= sum(1 for x in records if x.partition == r.partition) - tail:
+                yield r
 
 
 class FirstSeen:
@@ -25,8 +70,8 @@ class FirstSeen:
         self.topic, self.key_of = topic, key_of
         self.claims: dict[str, str] = {}
 
-    async def load(self, bootstrap: str) -> "FirstSeen":
-        async for record in read_to_end(bootstrap, self.topic):
+    async def load(self, log: Log) -> "FirstSeen":
+        async for record in log.read(self.topic):
             try:
                 event = parse_event(record.value)
             except PoisonMessage:
@@ -64,8 +109,10 @@ class Stage:
     in_flow: ClassVar[bool] = True  # a stage error ends the request `failed`; observers only dead-letter
     raw: ClassVar[bool] = False  # observers see every message as it is, poison included (`handle_raw`)
 
-    def __init__(self, settings: HallmarkConfig):
-        self.settings = settings
+    def __init__(self, settings: HallmarkConfig, log: Log | None = None, **deps: Any):
+        """`deps` replace what `start` would load (gates, models, stores): tests pass fakes this way."""
+        self.settings, self.deps = settings, deps
+        self.log: Log = log or KafkaLog(settings.kafka_bootstrap)
         self.producer = producer_for(self.name)
 
     async def start(self) -> None:
@@ -106,120 +153,6 @@ def dead_letter(stage: str, source: Source, reason: str) -> Event:
 
 def _id_or(value: Any, default: str) -> str:
     return value if isinstance(value, str) and 0 < len(value) <= 64 and value.isprintable() else default
-
-
-class Runner:
-    """Feeds a stage from its Faust stream and sends what it returns (at-least-once; see docs/spine.md)."""
-
-    def __init__(self, stage: Stage, app):
-        self.stage, self.app = stage, app
-        self.sinks = {name: app.topic(name, key_serializer="raw", value_serializer="raw") for name in TOPICS}
-        self.outcomes = FirstSeen("outcomes", key_of=lambda e: e.request_id)
-        self._started = False
-
-    async def prepare(self) -> None:
-        """Load models and indexes before the consumer joins its group (so no heartbeat waits on a model load)."""
-        if not self._started:
-            if self.stage.in_flow:
-                await self.outcomes.load(self.stage.settings.kafka_bootstrap)
-            await self.stage.start()
-            self._started = True
-
-    async def agent(self, stream) -> None:
-        try:
-            await self.prepare()
-            ready = self.stage.settings.home / "run" / f"{self.stage.name}.ready"
-            ready.parent.mkdir(parents=True, exist_ok=True)
-            ready.write_text("ready\n")  # `hallmark up` and the tests wait for this
-            log.info("stage %s ready", self.stage.name)
-            async for batch in stream.take_events(self.stage.batch_size, within=self.stage.batch_within_s):
-                await self.process([Source(e.message.topic, e.message.partition, e.message.offset, e.message.key,
-                                           e.message.value or b"") for e in batch])
-        except Exception:
-            # Kafka or disk trouble: a restarted Faust agent would go on past the unacked batch, so end the process
-            # and let the restart (`hallmark up`, compose) resume from the committed offsets: nothing is skipped.
-            log.critical("stage %s cannot go on; exiting so a restart resumes from committed offsets",
-                         self.stage.name, exc_info=True)
-            logging.shutdown()
-            os._exit(70)
-
-    async def process(self, sources: list[Source]) -> None:
-        items: list[tuple[Event, Source]] = []
-        outputs: list[tuple[Event, Source]] = []
-        if self.stage.raw:
-            outputs.extend(await self._handle_raw(sources))
-            sources = []
-        for source in sources:
-            try:
-                event = parse_event(source.value, expected=TOPICS[source.topic].event_types)
-            except PoisonMessage as exc:
-                log.warning("dead-letter %s[%d]@%d: %s", source.topic, source.partition, source.offset, exc.reason)
-                outputs.append((dead_letter(self.stage.name, source, exc.reason), source))
-                continue
-            items.append((event, source))
-        if items:
-            for (event, source), outs in zip(items, await self._handle(items)):
-                outputs.extend((out, source) for out in outs)
-        # Sent in order and acknowledged by the broker before the batch is acked, so a committed offset never
-        # covers an output that was not written (Faust's own attach-to-event mode loses that order across batches).
-        futures = [await self.send(out, source) for out, source in outputs]
-        for fut in futures:
-            if fut is not None:
-                await fut
-
-    async def _handle_raw(self, sources: list[Source]) -> list[tuple[Event, Source]]:
-        try:
-            return await self.stage.handle_raw(sources)
-        except Exception as exc:
-            if len(sources) > 1:
-                return [out for source in sources for out in await self._handle_raw([source])]
-            reason = f"{self.stage.name} failed: {exc.__class__.__name__}: {str(exc)[:300]}"
-            log.exception("stage error on %s[%d]@%d", sources[0].topic, sources[0].partition, sources[0].offset)
-            return [(dead_letter(self.stage.name, sources[0], reason), sources[0])]
-
-    async def _handle(self, items: list[tuple[Event, Source]]) -> list[list[Event]]:
-        try:
-            return await self.stage.handle_batch(items)
-        except Exception as exc:  # a bug or a broken dependency: never a silent stall
-            if len(items) > 1:  # find the culprit: retry one by one
-                return [(await self._handle([item]))[0] for item in items]
-            event, source = items[0]
-            reason = f"{self.stage.name} failed: {exc.__class__.__name__}: {str(exc)[:300]}"
-            log.exception("stage error on %s[%d]@%d (request %s)", source.topic, source.partition, source.offset,
-                          event.request_id)
-            outs = [dead_letter(self.stage.name, source, reason)]
-            if self.stage.in_flow:
-                outs.append(outcome(event, self.stage.producer, OutcomeStatus.FAILED, reason))
-            return [outs]
-
-    async def send(self, out: Event, source: Source):
-        if out.event_type == Outcome.event_type_name and not self.outcomes.claim(out.request_id, str(out.event_id)):
-            log.info("request %s already has a terminal outcome; dropping %s", out.request_id, out.payload.status.value)
-            return None
-        topic = topic_for(out.event_type).name
-        return await self.sinks[topic].send(key=out.key(), value=out.to_bytes(),
-                                            partition=self.stage.partition_for(out, source), force=True)
-
-
-def build_app(stage: Stage) -> tuple:
-    """The Faust app of one stage (its own consumer group `hallmark-<stage>`) and the runner feeding the stage."""
-    import faust
-
-    settings = stage.settings
-    (settings.home / "faust" / stage.name).mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        f"hallmark-{stage.name}", broker=f"kafka://{settings.kafka_bootstrap}",
-        processing_guarantee="at_least_once",  # see docs/spine.md for why not Faust's exactly_once
-        store="memory://", web_enabled=False, topic_allow_declare=False, topic_disable_leader=True,
-        autodiscover=False, datadir=str(settings.home / "faust" / stage.name),
-        consumer_auto_offset_reset="earliest", producer_acks=-1, broker_session_timeout=30.0,
-        broker_heartbeat_interval=3.0, broker_commit_every=100, broker_commit_interval=1.0,
-        stream_wait_empty=False, consumer_max_fetch_size=4 * 1024 * 1024,
-    )
-    runner = Runner(stage, app)
-    source = app.topic(*stage.sources, key_serializer="raw", value_serializer="raw")
-    app.agent(source, name=f"hallmark-{stage.name}")(runner.agent)
-    return app, runner
 
 
 async def in_thread(fn, *args, timeout: float | None = None):

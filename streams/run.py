@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import faust
 
-    from streams.base import build_app
+    from streams.runner import build_app
 
     settings = HallmarkConfig.from_env()
     logging.basicConfig(level=args.loglevel.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")

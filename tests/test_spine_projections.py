@@ -11,7 +11,7 @@ from tests.test_spine_audit import hallmark
 from tests.test_spine_flow import BLOCKED, REVIEW, SAFE, kafka_request
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-TABLES = ("requests", "review_tasks", "assets", "provenance_assets")
+TABLES = ("requests", "review_queue", "review_decisions", "assets", "provenance_assets")
 
 
 def dump(db: Path) -> dict[str, list]:
@@ -40,7 +40,7 @@ def test_rebuild_yields_the_same_rows(spine):
     db = Path(spine.settings.db_url.removeprefix("sqlite:///"))
     before = settled(db)
     assert {r[0] for r in before["requests"]} >= {e.request_id for e in events}
-    assert before["review_tasks"]
+    assert before["review_queue"]
     result = hallmark(spine, "projections", "rebuild")
     assert result.returncode == 0, result.stderr
     assert "rebuilt" in result.stdout

@@ -10,7 +10,6 @@ from schemas import TOPICS, AuditRecord, Event
 from schemas.events import AuditRecordPayload
 from streams.auditlog import GENESIS, AuditKeys, chain_hash, encrypt_prompts, prompt_hmac, redact
 from streams.base import Source, Stage, _id_or
-from streams.topiclog import read_to_end
 
 TAIL = 5000  # records per audit partition re-read at start: far more than one commit interval can leave unacked
 
@@ -26,11 +25,11 @@ class AuditStage(Stage):
     raw = True
 
     async def start(self) -> None:
-        self.keys = AuditKeys.load(self.settings.keys_dir)
+        self.keys = self.deps.get("keys") or AuditKeys.load(self.settings.keys_dir)
         self.parts = TOPICS["audit"].partitions
         self.heads: dict[int, str] = {}
         self.audited: dict[tuple[str, int], int] = {}
-        async for rec in read_to_end(self.settings.kafka_bootstrap, "audit", tail=TAIL):
+        async for rec in self.log.read("audit", tail=TAIL):
             try:
                 payload = json.loads(rec.value)["payload"]
                 self.heads[rec.partition] = payload["hash"]

@@ -19,10 +19,8 @@ class ReviewStage(Stage):
     sources = ("review-decisions",)
 
     async def start(self) -> None:
-        from streams.topiclog import read_to_end
-
         self.decisions = DecisionLog()
-        async for record in read_to_end(self.settings.kafka_bootstrap, "review-decisions"):
+        async for record in self.log.read("review-decisions"):
             try:
                 self.decisions.offer(logged(parse_event(record.value), record.partition, record.offset))
             except PoisonMessage:

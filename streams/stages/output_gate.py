@@ -24,7 +24,7 @@ class OutputGateStage(Stage):
         from safety.gates import load_image_gate
 
         self.blobs = BlobStore(self.settings.blob_dir)
-        self.gate = await in_thread(load_image_gate)
+        self.gate = self.deps.get("gate") or await in_thread(load_image_gate)
         await in_thread(self.gate.screen, [Image.new("RGB", (256, 256), "white")], "default")  # load models now
 
     def _load(self, sha256: str) -> Image.Image:

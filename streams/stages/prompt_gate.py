@@ -22,7 +22,7 @@ class PromptGateStage(Stage):
     async def start(self) -> None:
         from safety.gates import load_prompt_gate
 
-        self.gate = await in_thread(load_prompt_gate)
+        self.gate = self.deps.get("gate") or await in_thread(load_prompt_gate)
         await in_thread(self.gate.screen, ["a red circle"], "default")  # loads the models before the first job
 
     async def handle_batch(self, items: Sequence[tuple[Event, Source]]) -> list[list[Event]]:

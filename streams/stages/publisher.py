@@ -22,7 +22,8 @@ class PublisherStage(Stage):
     async def start(self) -> None:
         from provenance.publisher import ProvenanceConfig, Publisher
 
-        self.publisher = await in_thread(Publisher, ProvenanceConfig.from_settings(self.settings))
+        self.publisher = self.deps.get("publisher") or await in_thread(Publisher,
+                                                                         ProvenanceConfig.from_settings(self.settings))
 
     async def handle(self, event: Event, source: Source) -> list[Event]:
         p = event.payload

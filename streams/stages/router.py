@@ -14,7 +14,7 @@ class RouterStage(Stage):
     async def start(self) -> None:
         from safety.policy import load_pack
 
-        self.review_policy = load_pack().review  # severities and SLAs of review tasks are policy data
+        self.review_policy = self.deps.get("review_policy") or load_pack().review  # severities and SLAs of review tasks are policy data
 
     async def handle(self, event: Event, source: Source) -> list[Event]:
         verdict = event.payload.verdict
