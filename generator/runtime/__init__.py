@@ -1,5 +1,6 @@
-"""The generator runtime: load a local diffusers-format SD-family model and run batches of requests."""
-from generator.runtime.engine import Generator
+"""The generator runtime: serve local diffusers-format SD-family models with step-level batching across requests."""
+from generator.runtime.config import EngineConfig, ImageLimits
+from generator.runtime.engine import Engine
 from generator.runtime.loading import ModelError, ModelFolder
 
-__all__ = ["Generator", "ModelError", "ModelFolder"]
+__all__ = ["Engine", "EngineConfig", "ImageLimits", "ModelError", "ModelFolder"]

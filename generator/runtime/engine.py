@@ -1,130 +1,199 @@
-"""The engine: validate requests, group compatible ones, run each group as one denoiser batch.
+"""The engine: checks requests, admits them at step boundaries, runs the step scheduler's groups, decodes results.
 
-The loop is diffusers' StableDiffusionPipeline.__call__ step for step (the fidelity test holds us to it), with
-per-request seeds, guidance and negative prompts so a request's image does not depend on its batch-mates.
+The per-request loop is diffusers' SD/SDXL (img2img, inpaint) pipelines' step for step (the fidelity tests hold us
+to it); a request's image does not depend on its batch-mates or on when it joined (tests/test_generator_batching.py).
 """
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from generator.api import GeneratedImage, GenerationRequest
+from generator.api import GeneratedImage, GenerationRequest, GenerationResult, RequestError
+from generator.runtime.config import EngineConfig
+from generator.runtime.inputs import check_size, decode as decode_image
 from generator.runtime.loading import ModelError, ModelFolder
-from generator.runtime.samplers import SAMPLERS, make_scheduler
+from generator.runtime.lora import Adapters
+from generator.runtime.samplers import SAMPLERS
+from generator.runtime.scheduler import StepScheduler, Waiting
+from generator.runtime.sequence import Sequence, prepare
+from generator.runtime.text import conditionings
+from generator.runtime.worker import decode, denoise_step
 
 MAX_PROMPT_CHARS = 2000
 MAX_STEPS = 200
-# Batch invariance: CPU BLAS takes a small-matrix path, with other rounding, for GEMMs of under 4 rows (the
-# timestep MLPs run one row per image). Padding the denoiser to ≥ 4 rows and the decoder to ≥ 2 keeps every
-# request's numbers identical whatever its batch-mates (tests/test_generator_runtime.py checks it).
-MIN_DENOISER_ROWS = 4
-MIN_DECODER_ROWS = 2
 
 
-def validate(request: GenerationRequest, model: ModelFolder) -> None:
-    """Raise ValueError naming the first problem with a request."""
+def check_fields(request: GenerationRequest) -> None:
+    """RequestError naming the first problem with a request's plain fields (never echoing the prompt)."""
     if not request.prompt or not request.prompt.strip():
-        raise ValueError("prompt is empty")
+        raise RequestError("bad_prompt", "prompt is empty")
     if len(request.prompt) > MAX_PROMPT_CHARS or len(request.negative_prompt) > MAX_PROMPT_CHARS:
-        raise ValueError(f"prompt is longer than {MAX_PROMPT_CHARS} characters")
+        raise RequestError("bad_prompt", f"prompt is longer than {MAX_PROMPT_CHARS} characters")
     if request.sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {request.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        raise RequestError("unknown_sampler", f"unknown sampler {request.sampler!r}; choose one of "
+                                              f"{', '.join(SAMPLERS)}")
     if not 1 <= request.steps <= MAX_STEPS:
-        raise ValueError(f"steps must be 1–{MAX_STEPS}, got {request.steps}")
+        raise RequestError("bad_steps", f"steps must be 1–{MAX_STEPS}, got {request.steps}")
     if not math.isfinite(request.guidance) or request.guidance < 0:
-        raise ValueError(f"guidance must be a finite number ≥ 0, got {request.guidance}")
+        raise RequestError("bad_guidance", f"guidance must be a finite number ≥ 0, got {request.guidance}")
     if not 0 <= request.seed < 2**63:
-        raise ValueError(f"seed must be 0 ≤ seed < 2^63, got {request.seed}")
-    model.check_size(request.width, request.height)
+        raise RequestError("bad_seed", f"seed must be 0 ≤ seed < 2^63, got {request.seed}")
+    if request.strength is not None and not (math.isfinite(request.strength) and 0 <= request.strength <= 1):
+        raise RequestError("bad_strength", f"strength must be in [0, 1], got {request.strength}")
+    if request.mask is not None and request.init_image is None:
+        raise RequestError("mask_without_image", "a mask needs an init image")
+    if any(not math.isfinite(a.scale) for a in request.loras):
+        raise RequestError("bad_adapter_scale", "LoRA scales must be finite numbers")
 
 
-class Generator:
-    """Holds one loaded model (read-only); every call builds its own schedulers and noise."""
+class Engine:
+    """Serves the configured models on one device; not thread-safe (one engine per worker thread/process)."""
 
-    def __init__(self, model: ModelFolder, max_batch: int = 8):
-        self.model, self.max_batch = model.load(), max_batch
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        self.models: dict[str, ModelFolder] = {}
+        self.adapters: dict[str, Adapters] = {}
+        self.scheduler = StepScheduler(config.max_batch)
+        self.failed: list[tuple[int, RequestError]] = []
+        self.next_id = 0
 
     @classmethod
-    def load(cls, model_dir: str | Path | None = None, max_batch: int = 8) -> "Generator":
-        return cls(ModelFolder.open(model_dir), max_batch)
+    def for_folder(cls, folder: str | Path | None, config: EngineConfig = EngineConfig()) -> "Engine":
+        """An engine serving one folder (name: its folder name) and loading it now; ModelError if it cannot."""
+        model = ModelFolder.open(folder)
+        engine = cls(replace(config, models={model.path.name: model.path}, default_model=model.path.name))
+        engine.models[model.path.name] = model.load(engine.config)
+        engine.adapters[model.path.name] = Adapters(model, engine.config.adapters)
+        return engine
 
-    @property
-    def model_id(self) -> str:
-        return self.model.model_id
-
-    def generate(self, requests: list[GenerationRequest]) -> list[GeneratedImage]:
-        """Images in request order; compatible requests share denoiser batches of up to `max_batch`."""
-        for request in requests:
+    def model(self, name: str | None) -> tuple[str, ModelFolder]:
+        """The named model, loaded on first use; RequestError when unknown or broken."""
+        name = self.config.model_name(name)
+        if name not in self.models:
+            if name not in self.config.models:
+                raise RequestError("unknown_model", f"unknown model {name!r}; configured: "
+                                                    f"{', '.join(sorted(self.config.models)) or 'none'}")
             try:
-                validate(request, self.model)
-            except ModelError:
-                raise
-            except ValueError as exc:
-                raise ValueError(f"bad generation request: {exc}") from None
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for i, request in enumerate(requests):
-            groups[request.batch_key()].append(i)
-        out: list[GeneratedImage | None] = [None] * len(requests)
-        for indices in groups.values():
-            for start in range(0, len(indices), self.max_batch):
-                chunk = indices[start:start + self.max_batch]
-                for i, image in zip(chunk, self.denoise([requests[i] for i in chunk])):
-                    out[i] = GeneratedImage(requests[i], self.finish(image, requests[i]), self.model_id)
-        return out  # type: ignore[return-value]
+                self.models[name] = ModelFolder.open(self.config.models[name]).load(self.config)
+            except ModelError as exc:
+                raise RequestError("model_unavailable", str(exc)) from None
+            self.adapters[name] = Adapters(self.models[name], self.config.adapters)
+        return name, self.models[name]
 
-    @torch.no_grad()
-    def denoise(self, batch: list[GenerationRequest]) -> np.ndarray:
-        """One batch (same steps, sampler, size) → float images in [0, 1].  # (B, H, W, 3)"""
-        c = self.model.components
-        unet, vae, first = c["unet"], c["vae"], batch[0]
-        scheduler = make_scheduler(first.sampler, c["scheduler_config"])
-        texts = [r.negative_prompt for r in batch] + [r.prompt for r in batch]  # the pipeline's [negative, positive]
-        unique = list(dict.fromkeys(texts))  # most negatives are "" : encode each distinct text once
-        row = {text: i for i, text in enumerate(unique)}
-        embeds = self.encode_prompts(unique)[[row[t] for t in texts]]  # (2B, T, D)
-        guidance = torch.tensor([max(r.guidance, 1.0) for r in batch], dtype=unet.dtype).view(-1, 1, 1, 1)
-        h, w = self.model.latent_size(first.width, first.height)
-        latents = torch.cat([
-            torch.randn((1, unet.config.in_channels, h, w), generator=torch.Generator().manual_seed(r.seed),
-                        dtype=unet.dtype)
-            for r in batch
-        ])  # (B, 4, h, w): noise per request, so batch-mates never change it
-        scheduler.set_timesteps(first.steps)
-        latents = latents * scheduler.init_noise_sigma
-        rows, embeds = 2 * len(batch), _pad_rows(embeds, MIN_DENOISER_ROWS)
-        for t in scheduler.timesteps:
-            model_in = _pad_rows(scheduler.scale_model_input(torch.cat([latents] * 2), t), MIN_DENOISER_ROWS)
-            out = unet(model_in, t, encoder_hidden_states=embeds, return_dict=False)[0][:rows]
-            noise_uncond, noise_cond = out.chunk(2)
-            noise = noise_uncond + guidance * (noise_cond - noise_uncond)
-            latents = scheduler.step(noise, t, latents, return_dict=False)[0]
-        decoder_in = _pad_rows(latents / vae.config.scaling_factor, MIN_DECODER_ROWS)
-        images = vae.decode(decoder_in, return_dict=False)[0][:len(batch)]  # (B, 3, H, W)
-        return (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().numpy()
+    def check(self, request: GenerationRequest) -> tuple:
+        """All per-request checks before any generation; returns the decoded (init image, mask)."""
+        check_fields(request)
+        name, model = self.model(request.model)
+        try:
+            model.check_size(request.width, request.height)
+        except ModelError as exc:
+            raise RequestError("bad_size", str(exc)) from None
+        if model.inpaint_unet and request.mask is None:
+            raise RequestError("mask_missing", f"model {model.model_id} is an inpainting model: send an init image "
+                                               "and a mask")
+        for adapter in request.loras:
+            if adapter.scale != 0:
+                self.adapters[name].ensure(adapter.name)
+            elif adapter.name not in self.config.adapters:
+                raise RequestError("unknown_adapter", f"unknown LoRA adapter {adapter.name!r}")
+        images = []
+        for what in ("init_image", "mask"):
+            data = getattr(request, what)
+            image = None if data is None else decode_image(data, what, self.config.limits)
+            if image is not None:
+                check_size(image, what, request.width, request.height)
+            images.append(image)
+        return tuple(images)
 
-    def encode_prompts(self, texts: list[str]) -> torch.Tensor:
-        """Token embeddings as StableDiffusionPipeline.encode_prompt makes them (mask only if the config asks)."""
-        c = self.model.components
-        tokenizer, encoder = c["tokenizer"], c["text_encoder"]
-        tokens = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                           return_tensors="pt")
-        mask = tokens.attention_mask if getattr(encoder.config, "use_attention_mask", False) else None
-        return encoder(tokens.input_ids, attention_mask=mask)[0]
+    def add_request(self, request: GenerationRequest) -> int:
+        """Queue a request; it joins the running batch at the next step boundary. Bad ones fail at the next step."""
+        request_id, self.next_id = self.next_id, self.next_id + 1
+        try:
+            self.scheduler.waiting.append(Waiting(request_id, request, self.check(request)))
+        except RequestError as exc:
+            self.failed.append((request_id, exc))
+        return request_id
 
-    def finish(self, image: np.ndarray, request: GenerationRequest) -> Image.Image:
-        pil = Image.fromarray((image * 255).round().astype(np.uint8))
-        if pil.size != (request.width, request.height):
-            pil = pil.resize((request.width, request.height), Image.Resampling.LANCZOS)
-        return pil
+    def has_unfinished(self) -> bool:
+        return bool(self.failed or self.scheduler.waiting or self.scheduler.running)
+
+    def step(self) -> list[tuple[int, GenerationResult]]:
+        """Admit, run one denoiser step for one group, retire finished sequences; returns what finished."""
+        out: list[tuple[int, GenerationResult]] = list(self.failed)
+        self.failed = []
+        out += self._admit(self.scheduler.admit())
+        group = self.scheduler.next_group()
+        if group:
+            name = group[0].model_name
+            try:
+                self.adapters[name].activate(group[0].request.adapter_key())
+                denoise_step(self.models[name], group)
+            except Exception as exc:  # a broken step fails its own group only; the message may hold no prompt
+                self.scheduler.running = [s for s in self.scheduler.running if s not in group]
+                out += [(s.request_id, _internal(exc)) for s in group]
+        out += self._finish(self.scheduler.retire())
+        return out
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        """Offline use: run requests to completion (step-level batching among them); results in request order."""
+        ids = [self.add_request(r) for r in requests]
+        results: dict[int, GenerationResult] = {}
+        while self.has_unfinished():
+            results.update(self.step())
+        return [results[i] for i in ids]
+
+    def _admit(self, admitted: list[Waiting]) -> list[tuple[int, GenerationResult]]:
+        """Prefill: encode prompts (each distinct text once per model) and prepare each request's start state."""
+        failed, by_model = [], defaultdict(list)
+        for w in admitted:
+            by_model[self.config.model_name(w.request.model)].append(w)
+        for name, items in by_model.items():
+            model = self.models[name]
+            try:
+                conds = conditionings(model, [(w.request.negative_prompt, w.request.prompt) for w in items],
+                                      [model.draw_size(w.request.width, w.request.height) for w in items])
+            except Exception as exc:
+                failed += [(w.request_id, _internal(exc)) for w in items]
+                continue
+            for w, cond in zip(items, conds):
+                try:
+                    self.scheduler.running.append(prepare(w.request_id, w.request, name, model, cond, *w.inputs))
+                except RequestError as exc:
+                    failed.append((w.request_id, exc))
+                except Exception as exc:
+                    failed.append((w.request_id, _internal(exc)))
+        return failed
+
+    def _finish(self, done: list[Sequence]) -> list[tuple[int, GenerationResult]]:
+        out, by_model = [], defaultdict(list)
+        for s in done:
+            by_model[s.model_name].append(s)
+        for name, seqs in by_model.items():
+            model = self.models[name]
+            try:
+                images = decode(model, seqs)
+            except Exception as exc:
+                out += [(s.request_id, _internal(exc)) for s in seqs]
+                continue
+            out += [(s.request_id, GeneratedImage(s.request, _to_pil(image, s.request), model.model_id))
+                    for s, image in zip(seqs, images)]
+        return out
 
 
-def _pad_rows(x: torch.Tensor, minimum: int) -> torch.Tensor:
-    """Repeat rows up to `minimum`; the extra rows' outputs are discarded."""
-    if len(x) >= minimum:
-        return x
-    return torch.cat([x] * -(-minimum // len(x)))[:minimum]
+def _internal(exc: Exception) -> RequestError:
+    """An unexpected failure, by exception class only: library messages may quote inputs."""
+    return RequestError("generation_error", f"generation failed ({exc.__class__.__name__})")
+
+
+def _to_pil(image: np.ndarray, request: GenerationRequest) -> Image.Image:
+    """(H, W, 3) floats → RGB at the requested size; resampled only when the model draws another size."""
+    pil = Image.fromarray((image * 255).round().astype(np.uint8))
+    if pil.size != (request.width, request.height):
+        pil = pil.resize((request.width, request.height), Image.Resampling.LANCZOS)
+    return pil
+

@@ -1,4 +1,7 @@
-"""Sampler name → a fresh diffusers scheduler. Schedulers are stateful: one instance per batch, never shared."""
+"""Sampler name → a fresh diffusers scheduler: the one implementation map for `schemas.events.SamplerName`.
+
+Schedulers are stateful (step index, multistep history): one instance per request, never shared.
+"""
 from __future__ import annotations
 
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
@@ -13,10 +16,7 @@ SCHEDULER_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedul
 
 
 def make_scheduler(name: str, model_config: dict):
-    """A new scheduler of the named kind sharing the model's training noise schedule."""
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    cls = SAMPLERS[name]
+    """A new scheduler of the named kind (a key of SAMPLERS) sharing the model's training noise schedule."""
     shared = {k: v for k, v in model_config.items() if k in SCHEDULER_KEYS}
     if name == "dpmpp_2m":
         shared |= {"algorithm_type": "dpmsolver++", "solver_order": 2}
@@ -24,4 +24,4 @@ def make_scheduler(name: str, model_config: dict):
             shared["final_sigmas_type"] = "zero"
     if name == "ddim":
         shared |= {"clip_sample": False, "set_alpha_to_one": False}
-    return cls(**shared)
+    return SAMPLERS[name](**shared)
