@@ -61,7 +61,7 @@ def build_sd_folder(folder: Path, shapes: dict, seed: int = 0, dtype: torch.dtyp
     _cast(UNet2DConditionModel(**shapes["unet"]), dtype).save_pretrained(folder / "unet")
     _cast(AutoencoderKL(**shapes["vae"]), dtype).save_pretrained(folder / "vae")
     DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                  set_alpha_to_one=False).save_pretrained(folder / "scheduler")
+                  set_alpha_to_one=False, steps_offset=1).save_pretrained(folder / "scheduler")
     index = {"_class_name": "StableDiffusionXLPipeline" if xl else "StableDiffusionPipeline", **INDEX_COMMON}
     if xl:
         index |= {"text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],

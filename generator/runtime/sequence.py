@@ -70,7 +70,8 @@ def prepare(request_id: int, request: GenerationRequest, model_name: str, model:
     timesteps = scheduler.timesteps[first * scheduler.order:]
     if len(timesteps) == 0:
         raise RequestError("bad_strength", f"strength {strength} with {request.steps} steps leaves no step to run")
-    scheduler.set_begin_index(first * scheduler.order)
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(first * scheduler.order)
     draw_w, draw_h = model.draw_size(request.width, request.height)
     pixels = image_tensor(init, draw_w, draw_h)  # (1, 3, H, W)
     inpaint_unet = unet.config.in_channels == 9
