@@ -155,6 +155,18 @@ def _id_or(value: Any, default: str) -> str:
     return value if isinstance(value, str) and 0 < len(value) <= 64 and value.isprintable() else default
 
 
+async def warm_up(stage: str, gate, sample: list) -> None:
+    """Screen one sample so the gate's models load before the first request; a gate that fails here fails closed
+    per request later (its verdicts go to review), so the stage still starts."""
+    import logging
+
+    try:
+        await in_thread(gate.screen, sample, "default")
+    except Exception as exc:
+        logging.getLogger("hallmark.streams").warning("stage %s: gate warm-up failed (%s); requests will fail "
+                                                      "closed to review", stage, exc.__class__.__name__)
+
+
 async def in_thread(fn, *args, timeout: float | None = None):
     """Run blocking work (models) off the event loop so heartbeats keep flowing; raise TimeoutError past `timeout`."""
     return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, fn, *args), timeout)

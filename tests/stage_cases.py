@@ -66,7 +66,7 @@ def first_event() -> Event:
 def generated(blobs: BlobStore) -> Event:
     sha = blobs.put(png())
     return first_event().follow(ImageGenerated, ImageGeneratedPayload(
-        spec=SPEC, policy_version="1", model_id="m", images=[ImageRef(sha256=sha, index=0, width=256, height=256,
+        spec=SPEC, policy_version="1", model_id="m", generation_ms=1.0, images=[ImageRef(sha256=sha, index=0, width=256, height=256,
                                                                       seed=7)]), producer_for("test"))
 
 

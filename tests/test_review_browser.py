@@ -31,7 +31,7 @@ def off_loop(fn, *args, **kwargs):
 def browser():
     playwright = pytest.importorskip("playwright.sync_api")
     if not shutil.which(CHROMIUM):
-        pytest.fail("Debian Chromium is missing: apt-get install -y chromium (see .ci/run)")
+        pytest.fail("Debian Chromium is missing: apt-get install -y chromium (./scripts/setup.sh installs it)")
     with playwright.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         yield browser

@@ -26,13 +26,14 @@ VOLATILE = ("event_id", "occurred_at")
 
 
 class Capture:
-    """A sink that keeps what a runner sends, in order."""
+    """A sink that keeps what a runner sends, in order, and appends it to the stage's log (as the broker would)."""
 
-    def __init__(self):
-        self.sent: list[tuple[str, bytes]] = []
+    def __init__(self, log: MemoryLog):
+        self.log, self.sent = log, []
 
     async def send(self, topic: str, key: bytes, value: bytes, partition: int | None):
         self.sent.append((topic, value))
+        self.log.append(topic, value, partition or 0, key)
         return None
 
 
@@ -54,7 +55,7 @@ def build(name: str, tmp_path, failing: bool = False, log: MemoryLog | None = No
 
 def run(stage, sources: list[Source]) -> list:
     """Prepare the stage (as the process does before joining its group) and process one batch."""
-    sink = Capture()
+    sink = Capture(stage.log)
 
     async def go():
         runner = Runner(stage, sink)
@@ -95,11 +96,9 @@ def test_a_redelivered_input_gives_the_same_events_again(name, tmp_path):
     stage, blobs = build(name, tmp_path)
     source = source_of(name, CASES[name].event(blobs))
     first = run(stage, [source])
-    again = run(stage, [source])  # the same offset, after a crash before the commit
-    if CASES[name].replay_dedupes:
-        assert first and again == []
-    else:
-        assert [(t, stable(e)) for t, e in again] == [(t, stable(e)) for t, e in first]
+    again = run(stage, [source])  # the same offset again, after a restart that found the first outputs logged
+    expected = [] if CASES[name].replay_dedupes else [(t, stable(e)) for t, e in first if t != "outcomes"]
+    assert [(t, stable(e)) for t, e in again] == expected  # a request's terminal outcome is never sent twice
 
 
 def test_poison_never_crashes_and_flow_stages_dead_letter_it(name, tmp_path):

@@ -9,7 +9,7 @@ from PIL import Image
 from provenance.store import BlobStore
 from schemas import Event, ImageVerdict
 from schemas.events import ImageVerdictPayload
-from streams.base import Source, Stage, in_thread
+from streams.base import Source, Stage, in_thread, warm_up
 from streams.convert import fail_closed, gate_result, worst
 
 GATE_TIMEOUT_S = 60.0
@@ -25,7 +25,7 @@ class OutputGateStage(Stage):
 
         self.blobs = BlobStore(self.settings.blob_dir)
         self.gate = self.deps.get("gate") or await in_thread(load_image_gate)
-        await in_thread(self.gate.screen, [Image.new("RGB", (256, 256), "white")], "default")  # load models now
+        await warm_up(self.name, self.gate, [Image.new("RGB", (256, 256), "white")])
 
     def _load(self, sha256: str) -> Image.Image:
         return Image.open(io.BytesIO(self.blobs.get(sha256))).convert("RGB")

@@ -6,7 +6,7 @@ from typing import Sequence
 
 from schemas import Event, PromptVerdict
 from schemas.events import PromptVerdictPayload
-from streams.base import Source, Stage, in_thread
+from streams.base import Source, Stage, in_thread, warm_up
 from streams.convert import fail_closed, gate_result
 
 GATE_TIMEOUT_S = 20.0
@@ -23,7 +23,7 @@ class PromptGateStage(Stage):
         from safety.gates import load_prompt_gate
 
         self.gate = self.deps.get("gate") or await in_thread(load_prompt_gate)
-        await in_thread(self.gate.screen, ["a red circle"], "default")  # loads the models before the first job
+        await warm_up(self.name, self.gate, ["a red circle"])
 
     async def handle_batch(self, items: Sequence[tuple[Event, Source]]) -> list[list[Event]]:
         by_region: dict[str, list[int]] = defaultdict(list)
