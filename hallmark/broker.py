@@ -217,6 +217,16 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def topic_configs(t: Topic) -> dict[str, str]:
+    """A registry topic's broker settings: retention (-1 keeps forever) and compaction."""
+    configs = {"retention.ms": str(t.retention_ms)}
+    if t.retention_ms == -1:
+        configs["retention.bytes"] = "-1"
+    if t.compacted:
+        configs["cleanup.policy"] = "compact"
+    return configs
+
+
 async def ensure_topics(bootstrap: str, topics: dict[str, Topic]) -> list[str]:
     """Create missing topics with their partitions and retention (-1 keeps forever)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -228,9 +238,7 @@ async def ensure_topics(bootstrap: str, topics: dict[str, Topic]) -> list[str]:
         missing = [t for t in topics.values() if t.name not in existing]
         if missing:
             await admin.create_topics([
-                NewTopic(t.name, num_partitions=t.partitions, replication_factor=1,
-                         topic_configs={"retention.ms": str(t.retention_ms),
-                                        **({"retention.bytes": "-1"} if t.retention_ms == -1 else {})})
+                NewTopic(t.name, num_partitions=t.partitions, replication_factor=1, topic_configs=topic_configs(t))
                 for t in missing])
         return [t.name for t in missing]
     finally:

@@ -15,6 +15,7 @@ class Topic:
     event_types: tuple[type[Event], ...]
     partitions: int = 3
     retention_ms: int = 7 * DAY_MS  # -1 keeps forever
+    compacted: bool = False  # keep the latest record per key (cleanup.policy=compact)
 
 
 TOPICS: dict[str, Topic] = {t.name: t for t in (
