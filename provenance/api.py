@@ -1,20 +1,24 @@
-"""Public verification API: POST /v1/verify with an image → the three provenance signals as JSON."""
+"""Public verification API: POST /v1/verify (one verdict with evidence) and the C2PA soft-binding resolution API."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import json
 import math
 import threading
 import time
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from provenance.images import ImageError
 from provenance.publisher import ProvenanceConfig
+from provenance.softbinding import SoftBindingService, max_results
+from provenance.store import ManifestArchive
 from provenance.verify import Verifier
 
 IMAGE_TYPES = {"image/png", "image/jpeg", "image/webp"}
@@ -46,6 +50,19 @@ class RateLimiter:
             return (1.0 - tokens) / rate
 
 
+def client_key(host: str | None) -> str:
+    """The rate-limit key of a client address: IPv4 as is, IPv6 by its /64 (one site or host holds a whole /64)."""
+    if not host:
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
+
+
 def _error(status: int, reason: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": reason}, status_code=status, headers=headers)
 
@@ -62,9 +79,6 @@ async def _read_capped(request: Request, limit: int) -> bytes:
 
 async def _image_bytes(request: Request, max_bytes: int) -> bytes:
     """The uploaded image: a raw image/* body, or the `file` field of a multipart form."""
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > max_bytes + _FORM_OVERHEAD:
-        raise ImageError(413, f"upload is {length} bytes; the limit is {max_bytes}")
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype in IMAGE_TYPES:
         return await _read_capped(request, max_bytes)
@@ -92,24 +106,61 @@ async def _form_file(request: Request, body: bytes, max_bytes: int) -> bytes:
 
 
 def create_app(config: ProvenanceConfig, verifier: Verifier | None = None, clock=time.monotonic) -> FastAPI:
-    """The verification app; all state (verifier, limiter) lives on this instance."""
+    """The verification app; all state (verifier, limiter, concurrency slots) lives on this instance."""
     app = FastAPI(title="Hallmark provenance verification", version="1")
     verifier = verifier or Verifier(config)
+    service = SoftBindingService(verifier, ManifestArchive(config.blob_dir))
     limiter = RateLimiter(config.rate_limit_per_minute, clock)
     busy = asyncio.Semaphore(config.verify_concurrency)  # bounds memory: a 40 Mpx decode holds ~0.5 GB
 
-    @app.post("/v1/verify")
-    async def verify(request: Request):
-        client = request.client.host if request.client else "unknown"
-        wait = limiter.take(client)
+    async def guarded(request: Request, work, upload: bool):
+        """Rate limit, then a concurrency slot, and only then read the body (if any) and do the work."""
+        wait = limiter.take(client_key(request.client.host if request.client else None))
         if wait > 0:
             return _error(429, "rate limit exceeded", {"Retry-After": str(max(1, math.ceil(wait)))})
         try:
-            data = await _image_bytes(request, config.max_upload_bytes)
+            length = request.headers.get("content-length")  # a header only: refuse at once what cannot fit
+            if upload and length and length.isdigit() and int(length) > config.max_upload_bytes + _FORM_OVERHEAD:
+                raise ImageError(413, f"upload is {length} bytes; the limit is {config.max_upload_bytes}")
             async with busy:
-                return await run_in_threadpool(verifier.verify, data)
+                data = await _image_bytes(request, config.max_upload_bytes) if upload else None
+                return await run_in_threadpool(work, data)
         except ImageError as exc:
             return _error(exc.status, exc.reason)
+
+    @app.post("/v1/verify")
+    async def verify(request: Request):
+        return await guarded(request, verifier.verify, upload=True)
+
+    @app.get("/services/supportedAlgorithms")
+    def supported_algorithms():
+        return service.supported_algorithms()
+
+    @app.get("/matches/byBinding")
+    async def by_binding_get(request: Request, alg: str | None = None, value: str | None = None,
+                             maxResults: str | None = None):  # noqa: N803 (the C2PA API's parameter name)
+        return await guarded(request, lambda _: service.by_binding(alg, value, max_results(maxResults)), False)
+
+    @app.post("/matches/byBinding")
+    async def by_binding_post(request: Request, maxResults: str | None = None):  # noqa: N803
+        try:
+            body = await _read_capped(request, 64 * 1024)
+            query = json.loads(body or b"null")
+        except (ValueError, ImageError):
+            return _error(400, "send a JSON object {\"alg\": …, \"value\": …} of at most 64 KiB")
+        if not isinstance(query, dict):
+            return _error(400, "send a JSON object {\"alg\": …, \"value\": …}")
+        return await guarded(request, lambda _: service.by_binding(
+            query.get("alg"), query.get("value"), max_results(maxResults)), False)
+
+    @app.post("/matches/byContent")
+    async def by_content(request: Request, alg: str | None = None, maxResults: str | None = None):  # noqa: N803
+        return await guarded(request, lambda data: service.by_content(data, alg, max_results(maxResults)), True)
+
+    @app.get("/manifests/{manifest_id:path}")
+    async def manifest(request: Request, manifest_id: str):
+        result = await guarded(request, lambda _: service.manifest(manifest_id), False)
+        return result if isinstance(result, Response) else Response(result, media_type="application/c2pa")
 
     @app.get("/healthz")
     def healthz():

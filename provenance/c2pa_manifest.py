@@ -1,6 +1,7 @@
-"""C2PA: build and sign the `c2pa.created` manifest with c2pa-python, and read/validate manifests."""
+"""C2PA: build and sign the `c2pa.created` manifest (with soft-binding assertions) with c2pa-python; read manifests."""
 from __future__ import annotations
 
+import base64
 import io
 import json
 from dataclasses import dataclass, field
@@ -8,6 +9,7 @@ from pathlib import Path
 
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 GENERATION_LABEL = "org.hallmark.generation"
+SOFT_BINDING_LABEL = "c2pa.soft-binding"
 SUPPORTED_MIME = ("image/png", "image/jpeg")
 _TRUST_CODES = {"signingCredential.untrusted"}
 
@@ -19,6 +21,16 @@ class SigningMaterial:
     private_key: Path
     cert_chain: Path
     trust_anchors: Path | None = None
+    tsa_url: str = ""  # RFC 3161 timestamp authority; "" = no timestamp
+
+
+@dataclass(frozen=True)
+class SoftBinding:
+    """One soft binding of the asset: a C2PA soft-binding algorithm id and its raw value (base64 in the manifest)."""
+
+    alg: str
+    value: bytes
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -28,6 +40,15 @@ class ManifestFacts:
     policy_version: str
     software_name: str = "hallmark"
     software_version: str = "0.1.0"
+    soft_bindings: tuple[SoftBinding, ...] = ()
+
+
+def soft_binding_assertion(binding: SoftBinding) -> dict:
+    """A `c2pa.soft-binding` assertion: one block covering the whole image."""
+    data = {"alg": binding.alg, "pad": [], "blocks": [{"scope": {}, "value": base64.b64encode(binding.value).decode()}]}
+    if binding.name:
+        data["name"] = binding.name
+    return {"label": SOFT_BINDING_LABEL, "data": data}
 
 
 def manifest_definition(facts: ManifestFacts) -> dict:
@@ -45,6 +66,7 @@ def manifest_definition(facts: ManifestFacts) -> dict:
             }]}},
             {"label": GENERATION_LABEL, "data": {
                 "asset_id": facts.asset_id, "model_id": facts.model_id, "policy_version": facts.policy_version}},
+            *(soft_binding_assertion(b) for b in facts.soft_bindings),
         ],
     }
 
@@ -66,22 +88,27 @@ class ManifestSigner:
         import c2pa
 
         info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, Path(material.cert_chain).read_bytes(),
-                                   Path(material.private_key).read_bytes(), None)
+                                   Path(material.private_key).read_bytes(), material.tsa_url or None)
         self._signer = c2pa.Signer.from_info(info)
         self._context = _context(material.trust_anchors)
 
     def sign(self, data: bytes, mime: str, facts: ManifestFacts) -> tuple[bytes, str]:
         """Return (signed image bytes, manifest label)."""
+        signed, label, _ = self.sign_with_store(data, mime, facts)
+        return signed, label
+
+    def sign_with_store(self, data: bytes, mime: str, facts: ManifestFacts) -> tuple[bytes, str, bytes]:
+        """Return (signed image bytes, manifest label, the manifest store alone as `application/c2pa` bytes)."""
         import c2pa
 
         if mime not in SUPPORTED_MIME:
             raise ValueError(f"cannot sign {mime}; supported: {', '.join(SUPPORTED_MIME)}")
         out = io.BytesIO()
         builder = c2pa.Builder(manifest_definition(facts), context=self._context)
-        builder.sign(self._signer, mime, io.BytesIO(data), out)
+        store = builder.sign(self._signer, mime, io.BytesIO(data), out)
         signed = out.getvalue()
         label = json.loads(c2pa.Reader(mime, io.BytesIO(signed), context=self._context).json())["active_manifest"]
-        return signed, label
+        return signed, label, bytes(store)
 
 
 @dataclass
@@ -97,6 +124,7 @@ class C2paResult:
     errors: list[str] = field(default_factory=list)
     label: str | None = None
     generation: dict | None = None  # our own assertion, when present
+    soft_bindings: list[dict] = field(default_factory=list)  # the data of each `c2pa.soft-binding` assertion
 
     def public(self) -> dict:
         return {"present": self.present, "valid": self.valid, "trusted": self.trusted, "signer": self.signer,
@@ -130,9 +158,12 @@ class ManifestReader:
         assertions = [a.get("label", "") for a in manifest.get("assertions", [])]
         generation = next((a.get("data") for a in manifest.get("assertions", [])
                            if a.get("label") == GENERATION_LABEL), None)
+        bindings = [a.get("data") or {} for a in manifest.get("assertions", [])
+                    if a.get("label", "").split("__")[0] == SOFT_BINDING_LABEL]
         signer = ", ".join(x for x in (info.get("common_name"), info.get("issuer")) if x) or None
         # "valid" is about integrity (signature, hashes); whether we trust the signer is reported apart.
         integrity_failures = [f for f in failures if f.get("code") not in _TRUST_CODES]
         return C2paResult(present=True, valid=bool(manifest) and not integrity_failures,
                           trusted=state == "Trusted", signer=signer, claim_generator=generator,
-                          assertions=assertions, errors=errors, label=label, generation=generation)
+                          assertions=assertions, errors=errors, label=label, generation=generation,
+                          soft_bindings=bindings)

@@ -20,12 +20,13 @@ def register(subparsers) -> None:
     mark.add_argument("--policy-version", default="none")
     mark.set_defaults(func=_mark)
 
-    serve = sub.add_parser("serve", help="serve the public verification API (POST /v1/verify)")
+    serve = sub.add_parser("serve", help="serve the public verification API (POST /v1/verify, C2PA soft binding)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8090)
     serve.set_defaults(func=_serve)
 
-    verify = subparsers.add_parser("verify", help="print the provenance verification JSON for an image file")
+    verify = subparsers.add_parser("verify", help="print the provenance verdict (verified | similar | copy_suspected | "
+                                                  "unknown) and its evidence for an image file, as JSON")
     verify.add_argument("file")
     verify.set_defaults(func=_verify)
 
@@ -79,7 +80,8 @@ def _mark(args: argparse.Namespace) -> int:
     AssetRegistry(config.db_url).upsert(
         asset_id=asset.asset_id, sha256=asset.sha256, watermark_payload=asset.watermark_payload,
         manifest_label=asset.manifest_label, model_id=args.model_id, policy_version=args.policy_version,
-        width=asset.width, height=asset.height, created_at=dt.datetime.now(dt.timezone.utc), phash=asset.phash)
+        width=asset.width, height=asset.height, created_at=dt.datetime.now(dt.timezone.utc),
+        fingerprints=asset.fingerprints)
     Path(args.output).write_bytes(Path(asset.path).read_bytes())
     note = "" if asset.watermark_payload else " (no watermark: image under 256×256)"
     print(f"{args.output}: asset {asset.asset_id} sha256 {asset.sha256} watermark {asset.watermark_payload}{note}")

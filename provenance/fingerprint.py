@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 PDQ_ALG = "pdq"  # the id that travels on `asset.published` and in our soft-binding assertions
+PDQ_SOFT_ALG = "org.hallmark.pdq.1"  # C2PA soft-binding id (PDQ is not on the C2PA list: our namespace)
 PDQ_BITS = 256
 PDQ_MATCH_DISTANCE = 31  # Meta's default match threshold (of 256 bits); see docs/provenance.md for measurements
 HASH_SIDE = 256
@@ -60,6 +61,34 @@ def pdq_dihedral(rgb: np.ndarray) -> list[Pdq]:
         bits, quality = pdqhash.compute(variant)
         out.append(Pdq(_hex(bits), int(quality)))
     return out
+
+
+def _crop(im, left: float, top: float, right: float, bottom: float):
+    w, h = im.size
+    return im.crop((round(w * left), round(h * top), round(w * (1 - right)), round(h * (1 - bottom))))
+
+
+# Views of a published image whose PDQ is stored beside the plain one, so that the watermark's candidate can be told
+# from a copy after the common geometric edits PDQ itself does not survive (a centred 10% crop moves it ~90 bits).
+VIEWS = {
+    "crop10": lambda im: _crop(im, 0.05, 0.05, 0.05, 0.05),
+    "crop25": lambda im: _crop(im, 0.125, 0.125, 0.125, 0.125),
+    "crop10tl": lambda im: _crop(im, 0, 0, 0.1, 0.1),
+    "crop10tr": lambda im: _crop(im, 0.1, 0, 0, 0.1),
+    "crop10bl": lambda im: _crop(im, 0, 0.1, 0.1, 0),
+    "crop10br": lambda im: _crop(im, 0.1, 0.1, 0, 0),
+    "rot+5": lambda im: im.rotate(5, resample=2),  # 2 = bilinear
+    "rot-5": lambda im: im.rotate(-5, resample=2),
+}
+
+
+def pdq_views(rgb: np.ndarray) -> dict[str, str]:
+    """PDQ (hex) of each of VIEWS of an image, by view name."""
+    from PIL import Image
+
+    im = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+    im.thumbnail((2 * HASH_SIDE, 2 * HASH_SIDE), Image.BILINEAR)  # keeps the aspect; views need no more pixels
+    return {name: pdq(np.asarray(view(im))).value for name, view in VIEWS.items()}
 
 
 def hex_to_bytes(values: list[str]) -> np.ndarray:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,3 +111,33 @@ def _write(path: Path, data: bytes, secret: bool = False) -> None:
         tmp.chmod(0o600)  # before the key is in it
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class WatermarkKey:
+    """The server's watermark secret and its id; the payload of asset X is HMAC(secret, X) truncated."""
+
+    key_id: str
+    secret: bytes
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"WatermarkKey(key_id={self.key_id!r})"
+
+
+def watermark_key(keys_dir: Path) -> WatermarkKey:
+    """The watermark key under `keys_dir` (`watermark.key`, mode 0600), generated on first use."""
+    import fcntl
+    import json
+    import secrets
+
+    path = Path(keys_dir) / "watermark.key"
+    if not path.is_file():
+        Path(keys_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(keys_dir) / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not path.is_file():
+                secret = secrets.token_bytes(32)
+                key_id = "wm-" + hashlib.sha256(b"hallmark/watermark-key-id\0" + secret).hexdigest()[:12]
+                _write(path, json.dumps({"key_id": key_id, "secret": secret.hex()}).encode(), secret=True)
+    data = json.loads(path.read_text())
+    return WatermarkKey(data["key_id"], bytes.fromhex(data["secret"]))

@@ -1,17 +1,18 @@
-"""Asset registry: a SQL read model (fed by `assets` events): asset id ↔ sha256 ↔ watermark ↔ manifest ↔ pHash."""
+"""Asset registry: a SQL read model (fed by `assets` events): asset id ↔ sha256 ↔ watermark ↔ manifest ↔ PDQ."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from hallmark.db import create_tables
+from provenance.fingerprint import PDQ_ALG, PDQ_MATCH_DISTANCE, PdqIndex, pdq, pdq_views
 from provenance.store import BlobStore
 from provenance.watermark import WatermarkReading, agreement
-
-PHASH_BITS = 64
 
 
 class AssetRecord(SQLModel, table=True):
@@ -22,21 +23,14 @@ class AssetRecord(SQLModel, table=True):
     asset_id: str = Field(primary_key=True)
     sha256: str = Field(index=True)
     watermark_payload: str = Field(default="", index=True)  # hex, "" when the image was too small to mark
-    manifest_label: str | None = None
+    manifest_label: str | None = Field(default=None, index=True)
     model_id: str = ""
     policy_version: str = ""
     width: int = 0
     height: int = 0
-    phash: str = Field(default="", index=True)  # 64-bit pHash, hex
+    pdq: str = ""  # 256-bit PDQ of the published pixels, 64 hex
+    pdq_views: str = ""  # PDQ of fingerprint.VIEWS of the published pixels: space-separated hex
     created_at: dt.datetime
-
-
-def perceptual_hash(rgb: np.ndarray) -> str:
-    """64-bit DCT pHash (imagehash) of an RGB array, as 16 hex digits."""
-    import imagehash
-    from PIL import Image
-
-    return str(imagehash.phash(Image.fromarray(rgb, "RGB")))
 
 
 def _hex_words(hex_values: list[str]) -> np.ndarray:
@@ -45,11 +39,12 @@ def _hex_words(hex_values: list[str]) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class _Column:
-    """One column's 64-bit values held in memory for scans, with what it was read at."""
+class _Snapshot:
+    """The watermark column and the PDQ index held in memory for searches, with what they were read at."""
 
     ids: list[str]
     words: np.ndarray
+    pdq: PdqIndex
     rows: int
     read_at: float
 
@@ -57,7 +52,18 @@ class _Column:
 @dataclass(frozen=True)
 class Candidate:
     record: AssetRecord
-    agreement: float  # fraction of equal bits (watermark payload or pHash)
+    agreement: float  # fraction of equal watermark bits
+
+
+def _drop_outdated_table(engine) -> None:
+    """A table from before PDQ (it had a 64-bit `phash`) is dropped; `hallmark projections rebuild` refills it."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(engine)
+    if AssetRecord.__tablename__ in inspector.get_table_names():
+        columns = {c["name"] for c in inspector.get_columns(AssetRecord.__tablename__)}
+        if "pdq_views" not in columns:
+            AssetRecord.__table__.drop(engine)
 
 
 class AssetRegistry:
@@ -72,31 +78,39 @@ class AssetRegistry:
         self.engine = create_engine(db_url, connect_args=connect_args)
         self.blobs = blobs
         self.cache_seconds = cache_seconds
-        self._columns: dict[str, _Column] = {}
+        self._snapshot: _Snapshot | None = None
+        self._lock = threading.Lock()
+        _drop_outdated_table(self.engine)
         create_tables(self.engine, [AssetRecord.__table__])
 
     def upsert(self, *, asset_id: str, sha256: str, watermark_payload: str, model_id: str, policy_version: str,
                width: int, height: int, created_at: dt.datetime, manifest_label: str | None = None,
-               phash: str | None = None, fingerprints: list[tuple[str, str]] | None = None) -> AssetRecord:
-        """Insert or replace one asset (idempotent). Without a pHash (as `phash` or among `fingerprints`) it is
-        computed from the blob store (events published before fingerprints travelled on `asset.published`)."""
-        phash = phash or dict(fingerprints or []).get("phash")
-        if phash is None:
-            phash = self._phash_from_blob(sha256)
+               fingerprints: list[tuple[str, str]] | None = None) -> AssetRecord:
+        """Insert or replace one asset (idempotent). Without a PDQ among `fingerprints` it is computed from the blob
+        store (events published before PDQ travelled on `asset.published`)."""
+        given = dict(fingerprints or [])
+        if PDQ_ALG not in given:
+            given = self._pdq_from_blob(sha256)
+        views = " ".join(v for alg, v in given.items() if alg.startswith(f"{PDQ_ALG}:"))
         record = AssetRecord(asset_id=asset_id, sha256=sha256, watermark_payload=watermark_payload,
                              manifest_label=manifest_label, model_id=model_id, policy_version=policy_version,
-                             width=width, height=height, phash=phash, created_at=created_at)
+                             width=width, height=height, pdq=given[PDQ_ALG], pdq_views=views, created_at=created_at)
         with Session(self.engine) as session:
             session.merge(record)
             session.commit()
         return record
 
-    def _phash_from_blob(self, sha256: str) -> str:
+    def _pdq_from_blob(self, sha256: str) -> dict[str, str]:
+        """The fingerprints of a stored blob, in the form they travel (`pdq`, `pdq:<view>`)."""
         from provenance.images import decode
 
         if self.blobs is None:
-            raise ValueError("no perceptual hash given and the registry has no blob store to compute it from")
-        return perceptual_hash(decode(self.blobs.get(sha256)).rgb)
+            raise ValueError("no PDQ fingerprint given and the registry has no blob store to compute it from")
+        for suffix in (".png", ".jpg"):
+            if self.blobs.path(sha256, suffix).is_file():
+                rgb = decode(self.blobs.get(sha256, suffix)).rgb
+                return {PDQ_ALG: pdq(rgb).value, **{f"{PDQ_ALG}:{k}": v for k, v in pdq_views(rgb).items()}}
+        raise ValueError(f"no PDQ fingerprint given and blob {sha256} is not in the store")
 
     def get(self, asset_id: str) -> AssetRecord | None:
         with Session(self.engine) as session:
@@ -105,6 +119,14 @@ class AssetRegistry:
     def by_sha256(self, sha256: str) -> AssetRecord | None:
         with Session(self.engine) as session:
             return session.exec(select(AssetRecord).where(AssetRecord.sha256 == sha256)).first()
+
+    def by_manifest_label(self, label: str) -> AssetRecord | None:
+        with Session(self.engine) as session:
+            return session.exec(select(AssetRecord).where(AssetRecord.manifest_label == label)).first()
+
+    def by_watermark(self, payload_hex: str) -> AssetRecord | None:
+        with Session(self.engine) as session:
+            return session.exec(select(AssetRecord).where(AssetRecord.watermark_payload == payload_hex)).first()
 
     def count_watermarked(self) -> int:
         from sqlalchemy import func
@@ -120,39 +142,40 @@ class AssetRegistry:
         with Session(self.engine) as session:
             session.exec(delete(AssetRecord))
             session.commit()
-        self._columns.clear()
+        self._snapshot = None
 
     def nearest_watermark(self, reading: WatermarkReading) -> Candidate | None:
         """The asset whose watermark payload agrees best with a decoder reading."""
-        column = self._column(AssetRecord.watermark_payload)
-        if not column.ids:
+        snap = self._snap()
+        if not snap.ids:
             return None
-        scores = agreement(reading, column.words)
+        scores = agreement(reading, snap.words)
         best = int(np.argmax(scores))
-        return Candidate(self.get(column.ids[best]), float(scores[best]))
+        return Candidate(self.get(snap.ids[best]), float(scores[best]))
 
-    def near_duplicates(self, phash: str, max_distance: int = 10, limit: int = 5) -> list[tuple[AssetRecord, int]]:
-        """Assets whose pHash is within `max_distance` bits of `phash`, nearest first."""
-        column = self._column(AssetRecord.phash)
-        if not column.ids:
-            return []
-        distance = np.bitwise_count(column.words ^ _hex_words([phash])[0])
-        order = np.argsort(distance, kind="stable")[:limit]
-        return [(self.get(column.ids[i]), int(distance[i])) for i in order if distance[i] <= max_distance]
+    def near_duplicates(self, variants: list[str], max_distance: int = PDQ_MATCH_DISTANCE,
+                        limit: int = 5) -> list[tuple[AssetRecord, int]]:
+        """Assets whose PDQ is within `max_distance` of any of `variants` (an image's dihedral hashes), nearest first."""
+        hits = self._snap().pdq.nearest(variants, limit, max_distance)
+        return [(record, d) for asset_id, d in hits if (record := self.get(asset_id)) is not None]
 
-    def _column(self, column) -> _Column:
-        # Scans run over an in-memory copy (~1 ms per 100k rows; reading 100k rows from SQL takes ~1 s). The copy is
-        # re-read when the row count changes (new assets show at once) or after `cache_seconds` (rebuilds).
-        import time
-
+    def _snap(self) -> _Snapshot:
+        # Searches run over an in-memory copy: the watermark column as words and the PDQ column in a FAISS index.
+        # It is re-read when the row count changes (new assets show at once) or after `cache_seconds` (rebuilds).
         from sqlalchemy import func
 
         with Session(self.engine) as session:
             rows = int(session.exec(select(func.count()).select_from(AssetRecord)).one())
-            cached = self._columns.get(column.key)
-            if cached and cached.rows == rows and time.monotonic() - cached.read_at < self.cache_seconds:
-                return cached
-            pairs = [(i, v) for i, v in session.exec(select(AssetRecord.asset_id, column)).all() if v and len(v) == 16]
-        fresh = _Column([i for i, _ in pairs], _hex_words([v for _, v in pairs]), rows, time.monotonic())
-        self._columns[column.key] = fresh
-        return fresh
+        with self._lock:
+            snap = self._snapshot
+            if snap and snap.rows == rows and time.monotonic() - snap.read_at < self.cache_seconds:
+                return snap
+            with Session(self.engine) as session:
+                table = session.exec(select(AssetRecord.asset_id, AssetRecord.watermark_payload, AssetRecord.pdq)).all()
+            marked = [(i, w) for i, w, _ in table if w and len(w) == 16]
+            index = PdqIndex()
+            hashed = [(i, p) for i, _, p in table if p and len(p) == 64]
+            index.add([i for i, _ in hashed], [p for _, p in hashed])
+            self._snapshot = _Snapshot([i for i, _ in marked], _hex_words([w for _, w in marked]), index, rows,
+                                       time.monotonic())
+            return self._snapshot

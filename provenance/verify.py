@@ -1,18 +1,20 @@
-"""Verification: what the three signals (C2PA, watermark, registry) say about an image. Never names the requester."""
+"""Verification: one verdict (verified | similar | copy_suspected | unknown) with its evidence. Never names the requester."""
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
+import hmac
 import math
 from dataclasses import dataclass
 
 from provenance import watermark
-from provenance.c2pa_manifest import ManifestReader
+from provenance.c2pa_manifest import C2paResult, ManifestReader
+from provenance.fingerprint import PDQ_ALG, pdq_dihedral
 from provenance.images import ImageLimits, decode
 from provenance.publisher import ProvenanceConfig
-from provenance.registry import AssetRecord, AssetRegistry, perceptual_hash
+from provenance.registry import AssetRecord, AssetRegistry
+from provenance.verdict import SIMILAR, UNKNOWN, VERIFIED, Thresholds, Verdict, asset_json, by_watermark
 
-PHASH_MAX_DISTANCE = 8  # of 64 bits; JPEG q50 and 50% resizes stay within ~4
+MAX_CROP = 0.3  # the crop search covers images cut to 70% of a side (a 25% crop is 75%)
 
 
 def chance_of_agreement(agreement: float, bits: int = watermark.PAYLOAD_BITS) -> float:
@@ -22,10 +24,12 @@ def chance_of_agreement(agreement: float, bits: int = watermark.PAYLOAD_BITS) ->
 
 
 @dataclass(frozen=True)
-class RegistryMatch:
+class WatermarkFinding:
+    """A watermark reading that names a registered asset beyond chance, under our key."""
+
     record: AssetRecord
-    method: str  # sha256 | c2pa | watermark | perceptual_hash
-    phash_distance: int | None = None
+    bit_agreement: float
+    key_id: str
 
 
 class Verifier:
@@ -36,59 +40,72 @@ class Verifier:
         self.limits = ImageLimits(config.max_upload_bytes, config.max_pixels)
         self.registry = registry or AssetRegistry(config.db_url)
         self.reader = ManifestReader(config.signing_material().trust_anchors)
+        self.key = config.watermark_key()
+        self.thresholds = Thresholds(config.pdq_match_distance, config.pdq_similar_distance)
 
     def verify(self, data: bytes) -> dict:
-        """The verification answer as JSON-ready dict; raises images.ImageError for input we refuse."""
+        """The verification answer as a JSON-ready dict; raises images.ImageError for input we refuse."""
         image = decode(data, self.limits)
         c2pa = self.reader.read(data, image.mime)
-        wm, wm_match = self._watermark(image.rgb)
-        match = self._match(data, c2pa, wm_match, image.rgb)
-        return {"c2pa": c2pa.public(), "watermark": wm, "registry": _registry_json(match)}
+        variants = [h.value for h in pdq_dihedral(image.rgb)]
+        found = self.find_watermark(image.rgb)
+        verdict = self.decide(hashlib.sha256(data).hexdigest(), c2pa, found, variants)
+        return self.answer(verdict, c2pa, found)
 
-    def _watermark(self, rgb) -> tuple[dict, AssetRecord | None]:
-        """Read the watermark as published, then (if that finds nothing) as cropped; test against the registry."""
-        answer = {"detected": False, "payload": None, "bit_agreement": None}
-        # A cropped reading is known only up to rotation: each of the 64 rotations is one more chance to match.
-        for read, tries in ((watermark.read, 1), (watermark.read_cropped, watermark.PAYLOAD_BITS)):
+    def decide(self, sha256: str, c2pa: C2paResult, found: WatermarkFinding | None, variants: list[str]) -> Verdict:
+        """The strongest evidence wins: exact file, our signed manifest, keyed watermark + PDQ, PDQ alone."""
+        record = self.registry.by_sha256(sha256)
+        if record is not None:
+            return Verdict(VERIFIED, "sha256", record)
+        if c2pa.valid and c2pa.trusted:
+            asset_id = (c2pa.generation or {}).get("asset_id")
+            record = self.registry.get(asset_id) if asset_id else None
+            return Verdict(VERIFIED, "c2pa", record, asset_from_manifest=c2pa.generation)
+        if found is not None and found.record.pdq:
+            return by_watermark(found.record, variants, self.thresholds)
+        near = self.registry.near_duplicates(variants, self.thresholds.match, limit=1)
+        if near:
+            return Verdict(SIMILAR, "fingerprint", near[0][0], distance=near[0][1])
+        return Verdict(UNKNOWN, None)
+
+    def find_watermark(self, rgb) -> WatermarkFinding | None:
+        """Read the watermark as published, then (if that finds nothing) as cropped; look the bits up in the registry.
+
+        A reading counts when the chance that an unmarked image matches anything in the registry this well is under
+        `false_match_rate`, and the asset's payload is the HMAC of its id under our key (so a forged registry row
+        cannot vouch for itself)."""
+        for read, tries in ((watermark.read, 1), (self._read_cropped, watermark.PAYLOAD_BITS)):
             reading = read(rgb)
             if reading is None:
                 continue
             best = self.registry.nearest_watermark(reading)
-            if answer["payload"] is None:
-                answer.update(payload=reading.payload_hex, bit_agreement=best and round(best.agreement, 4))
             if best is None:
-                break
-            # Bonferroni over registry and rotations: the chance that an unmarked image matches anything this well.
+                return None
+            # Bonferroni over registry and rotations: a cropped reading is known only up to one of 64 rotations.
             chance = chance_of_agreement(best.agreement, int(reading.known_mask.sum()))
-            if self.registry_size() * tries * chance <= self.config.false_match_rate:
-                aligned = reading.aligned_to(bytes.fromhex(best.record.watermark_payload))
-                answer.update(detected=True, payload=aligned.payload_hex, bit_agreement=round(best.agreement, 4))
-                return answer, best.record
-        return answer, None
+            if self.registry_size() * tries * chance <= self.config.false_match_rate and self._ours(best.record):
+                return WatermarkFinding(best.record, round(best.agreement, 4), self.key.key_id)
+        return None
+
+    @staticmethod
+    def _read_cropped(rgb):
+        return watermark.read_cropped(rgb, max_crop=MAX_CROP)
+
+    def _ours(self, record: AssetRecord) -> bool:
+        expected = watermark.payload_for(record.asset_id, self.key.secret).hex()
+        return hmac.compare_digest(expected, record.watermark_payload)
 
     def registry_size(self) -> int:
         return max(1, self.registry.count_watermarked())
 
-    def _match(self, data: bytes, c2pa, wm_match: AssetRecord | None, rgb) -> RegistryMatch | None:
-        record = self.registry.by_sha256(hashlib.sha256(data).hexdigest())
-        if record is not None:
-            return RegistryMatch(record, "sha256")
-        asset_id = (c2pa.generation or {}).get("asset_id") if c2pa.valid and c2pa.trusted else None
-        if asset_id and (record := self.registry.get(asset_id)) is not None:
-            return RegistryMatch(record, "c2pa")
-        if wm_match is not None:
-            return RegistryMatch(wm_match, "watermark")
-        near = self.registry.near_duplicates(perceptual_hash(rgb), PHASH_MAX_DISTANCE, limit=1)
-        if near:
-            return RegistryMatch(near[0][0], "perceptual_hash", near[0][1])
-        return None
-
-
-def _registry_json(match: RegistryMatch | None) -> dict:
-    if match is None:
-        return {"match": False, "asset_id": None, "created_at": None, "model_id": None, "policy_version": None,
-                "method": None, "phash_distance": None}
-    r = match.record
-    created = r.created_at if r.created_at.tzinfo else r.created_at.replace(tzinfo=dt.timezone.utc)  # SQLite drops tz
-    return {"match": True, "asset_id": r.asset_id, "created_at": created.isoformat(), "model_id": r.model_id,
-            "policy_version": r.policy_version, "method": match.method, "phash_distance": match.phash_distance}
+    def answer(self, verdict: Verdict, c2pa: C2paResult, found: WatermarkFinding | None) -> dict:
+        """The public JSON: verdict, a sentence, the named asset and the evidence (no raw watermark bits)."""
+        mark = {"detected": found is not None, "alg": watermark.SOFT_ALG}
+        if found is not None:
+            mark.update(asset_id=found.record.asset_id, key_id=found.key_id, bit_agreement=found.bit_agreement)
+        fingerprint = {"alg": PDQ_ALG, "distance": verdict.distance, "match_threshold": self.thresholds.match,
+                       "similar_threshold": self.thresholds.similar}
+        return {"verdict": verdict.verdict, "method": verdict.method, "summary": verdict.summary(self.thresholds),
+                "asset": asset_json(verdict),
+                "evidence": {"sha256_match": verdict.method == "sha256", "c2pa": c2pa.public(), "watermark": mark,
+                             "fingerprint": fingerprint}}

@@ -1,4 +1,8 @@
-"""Invisible watermark: a 64-bit payload derived from the asset id, embedded with invisible-watermark's DWT-DCT-SVD.
+"""Invisible watermark: a 64-bit keyed payload (HMAC of the asset id), embedded with invisible-watermark's DWT-DCT-SVD.
+
+The bits are readable by anyone with the public decoder; what they cannot do is make a payload that names one of our
+assets without the server secret, or move a real one onto other content unnoticed (the verifier compares the image
+with the named asset's PDQ fingerprint, see verdict.py).
 
 Embedding uses the library. Detection re-implements the library's decoder with numpy (bit-identical at gain 1,
 see tests) so that it can search what an edit changed without knowing the payload: `read` tries brightness gains
@@ -7,11 +11,13 @@ and keeps the one whose repeated bit votes are most unanimous; `read_cropped` fi
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import dataclass
 
 import numpy as np
 
 PAYLOAD_BITS = 64
+SOFT_ALG = "org.hallmark.watermark.dwtdctsvd-hmac.1"  # C2PA soft-binding id (not on the C2PA list: our namespace)
 MIN_PIXELS = 256 * 256  # invisible-watermark refuses smaller images
 # Quantisation step of the U channel's block singular values. The library's default, 36, loses bits at JPEG q75
 # on flat renders; 48 keeps PSNR ≥ 33 dB on photos and ≥ 41 dB on shapes renders (bench/provenance_bench.py).
@@ -25,11 +31,14 @@ _GAIN_MARGIN = 0.1
 _MAX_BLOCKS = 16384  # 256 votes per bit
 
 
-def payload_for(asset_id: str) -> bytes:
-    """The watermark payload of an asset: the first 64 bits of a domain-separated sha256 of its id."""
+def payload_for(asset_id: str, secret: bytes) -> bytes:
+    """The watermark payload of an asset: HMAC-SHA256(server secret, asset id), truncated to 64 bits."""
     if not asset_id:
         raise ValueError("asset_id is empty")
-    return hashlib.sha256(b"hallmark/watermark/v1\0" + asset_id.encode()).digest()[: PAYLOAD_BITS // 8]
+    if len(secret) < 16:
+        raise ValueError("the watermark secret must be at least 16 bytes")
+    mac = hmac.new(secret, b"hallmark/watermark/v2\0" + asset_id.encode(), hashlib.sha256)
+    return mac.digest()[: PAYLOAD_BITS // 8]
 
 
 def payload_bits(payload: bytes) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,10 @@ from provenance.c2pa_manifest import (
 from provenance.images import decode, encode_png
 from provenance.keys import C2PA_CLAIM_SIGNING, generate_test_ca
 from provenance.publisher import ProvenanceConfig, Publisher
-from provenance.registry import AssetRegistry, perceptual_hash
+from provenance.fingerprint import PDQ_ALG, pdq, pdq_dihedral
+from provenance.registry import AssetRegistry
+
+SECRET = bytes(range(32))
 
 
 def photo(name: str = "astronaut", size: int = 256) -> np.ndarray:
@@ -52,7 +56,7 @@ def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def config(tmp_path_factory) -> ProvenanceConfig:
     home = tmp_path_factory.mktemp("home")
-    return ProvenanceConfig.from_settings(Settings(home=home), env={})
+    return ProvenanceConfig.from_settings(Settings(home=home))
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +66,30 @@ def publisher(config) -> Publisher:
 
 # --- watermark -------------------------------------------------------------------------------------------------
 
-def test_payload_is_64_bits_derived_from_the_asset_id():
-    a, b = watermark.payload_for("asset-a"), watermark.payload_for("asset-b")
+def test_payload_is_a_64_bit_hmac_of_the_asset_id_under_the_server_secret():
+    import hashlib
+    import hmac
+
+    a, b = watermark.payload_for("asset-a", SECRET), watermark.payload_for("asset-b", SECRET)
     assert len(a) * 8 == watermark.PAYLOAD_BITS >= 48
-    assert a == watermark.payload_for("asset-a") and a != b
+    assert a == watermark.payload_for("asset-a", SECRET) and a != b
+    assert a == hmac.new(SECRET, b"hallmark/watermark/v2\0asset-a", hashlib.sha256).digest()[:8]
+    assert a != watermark.payload_for("asset-a", bytes(32))  # another secret, another payload
+    assert a != hashlib.sha256(b"hallmark/watermark/v1\0asset-a").digest()[:8]  # not the old unkeyed one
     with pytest.raises(ValueError):
-        watermark.payload_for("")
+        watermark.payload_for("", SECRET)
+    with pytest.raises(ValueError, match="secret"):
+        watermark.payload_for("asset-a", b"short")
+
+
+def test_watermark_key_is_generated_once_private_and_named(tmp_path):
+    from provenance.keys import watermark_key
+
+    key = watermark_key(tmp_path)
+    path = tmp_path / "watermark.key"
+    assert path.stat().st_mode & 0o777 == 0o600 and len(key.secret) == 32 and key.key_id.startswith("wm-")
+    assert watermark_key(tmp_path) == key  # kept
+    assert key.secret.hex() not in repr(key)
 
 
 def test_decoder_matches_the_library_decoder_bit_for_bit():
@@ -85,7 +107,7 @@ def test_decoder_matches_the_library_decoder_bit_for_bit():
 @pytest.mark.parametrize("make", [lambda: photo("chelsea"), lambda: shapes(1)], ids=["photo", "shapes"])
 def test_watermark_round_trip_and_survives_mild_edits(make):
     rgb = make()
-    payload = watermark.payload_for("round-trip")
+    payload = watermark.payload_for("round-trip", SECRET)
     marked = watermark.embed(rgb, payload)
     assert marked.shape == rgb.shape and np.abs(marked.astype(int) - rgb).mean() < 3  # invisible-ish
     assert watermark.read(marked).agreement(payload) == 1.0
@@ -95,7 +117,7 @@ def test_watermark_round_trip_and_survives_mild_edits(make):
 
 
 def test_brightness_change_is_undone_by_the_gain_search():
-    payload = watermark.payload_for("bright")
+    payload = watermark.payload_for("bright", SECRET)
     marked = Image.fromarray(watermark.embed(photo("coffee"), payload))
     for factor in (0.9, 1.1):
         reading = watermark.read(np.asarray(ImageEnhance.Brightness(marked).enhance(factor)))
@@ -105,19 +127,19 @@ def test_brightness_change_is_undone_by_the_gain_search():
 
 @pytest.mark.parametrize("box", [(13, 13, 243, 243), (0, 0, 230, 230), (7, 19, 240, 250)])
 def test_crop_search_recovers_the_payload_up_to_rotation(box):
-    payload = watermark.payload_for("cropped")
+    payload = watermark.payload_for("cropped", SECRET)
     cropped = np.asarray(Image.fromarray(watermark.embed(photo("astronaut"), payload)).crop(box))
     reading = watermark.read_cropped(cropped)
     assert reading.rotated and reading.known_mask.sum() >= 48
     assert reading.agreement(payload) == 1.0
     aligned = reading.aligned_to(payload)
     assert np.array_equal(aligned.bits[aligned.known_mask], watermark.payload_bits(payload)[aligned.known_mask])
-    other = watermark.payload_for("some-other-asset")
+    other = watermark.payload_for("some-other-asset", SECRET)
     assert reading.agreement(other) < 0.85  # best of 64 rotations of an unrelated payload
 
 
 def test_unmarked_images_read_at_chance_level():
-    payload = watermark.payload_for("never-embedded")
+    payload = watermark.payload_for("never-embedded", SECRET)
     agreements = [watermark.read(rgb).agreement(payload) for rgb in (photo("astronaut"), photo("rocket"), shapes(2))]
     assert all(0.25 <= a <= 0.75 for a in agreements)
 
@@ -126,7 +148,7 @@ def test_small_images_are_not_marked_or_read():
     small = photo(size=128)
     assert watermark.read(small) is None
     with pytest.raises(ValueError, match="too small"):
-        watermark.embed(small, watermark.payload_for("x"))
+        watermark.embed(small, watermark.payload_for("x", SECRET))
 
 
 # --- keys and C2PA ---------------------------------------------------------------------------------------------
@@ -234,37 +256,60 @@ def test_untrusted_signer_is_valid_but_not_trusted(material, tmp_path):
 
 # --- registry --------------------------------------------------------------------------------------------------
 
+def _fingerprints(rgb: np.ndarray) -> list[tuple[str, str]]:
+    return [(PDQ_ALG, pdq(rgb).value)]
+
+
 def test_registry_upsert_is_idempotent_and_looks_up_every_way(tmp_path):
     reg = AssetRegistry(f"sqlite:///{tmp_path / 'r.db'}")
     rgb = photo("chelsea")
     when = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
-    fields = dict(asset_id="a1", sha256="ab" * 32, watermark_payload=watermark.payload_for("a1").hex(),
-                  model_id="m", policy_version="p", width=256, height=256, created_at=when, phash=perceptual_hash(rgb))
+    fields = dict(asset_id="a1", sha256="ab" * 32, watermark_payload=watermark.payload_for("a1", SECRET).hex(),
+                  model_id="m", policy_version="p", width=256, height=256, created_at=when,
+                  manifest_label="urn:c2pa:a1", fingerprints=_fingerprints(rgb))
     reg.upsert(**fields)
     reg.upsert(**fields)
-    reg.upsert(**{**fields, "asset_id": "a2", "sha256": "cd" * 32,
-                  "watermark_payload": watermark.payload_for("a2").hex(), "phash": perceptual_hash(photo("rocket"))})
+    reg.upsert(**{**fields, "asset_id": "a2", "sha256": "cd" * 32, "manifest_label": "urn:c2pa:a2",
+                  "watermark_payload": watermark.payload_for("a2", SECRET).hex(),
+                  "fingerprints": _fingerprints(photo("rocket"))})
     assert reg.count_watermarked() == 2
     assert reg.get("a1").policy_version == "p" and reg.by_sha256("ab" * 32).asset_id == "a1"
-    best = reg.nearest_watermark(watermark.WatermarkReading(watermark.payload_bits(watermark.payload_for("a2")), 1.0))
+    assert reg.by_manifest_label("urn:c2pa:a2").asset_id == "a2"
+    assert reg.by_watermark(watermark.payload_for("a1", SECRET).hex()).asset_id == "a1"
+    best = reg.nearest_watermark(watermark.WatermarkReading(
+        watermark.payload_bits(watermark.payload_for("a2", SECRET)), 1.0))
     assert best.record.asset_id == "a2" and best.agreement == 1.0
-    near = reg.near_duplicates(perceptual_hash(jpeg(rgb, 50)), max_distance=8)
-    assert [r.asset_id for r, _ in near] == ["a1"]
+    near = reg.near_duplicates([h.value for h in pdq_dihedral(jpeg(rgb, 50))])
+    assert [r.asset_id for r, _ in near] == ["a1"] and near[0][1] <= 31
+    flipped = [h.value for h in pdq_dihedral(np.ascontiguousarray(rgb[:, ::-1]))]
+    assert reg.near_duplicates(flipped)[0][0].asset_id == "a1"  # dihedral variants find mirrored copies
     reg.delete_all()  # a projection rebuild starts from an empty table
-    assert reg.get("a1") is None and reg.count_watermarked() == 0
+    assert reg.get("a1") is None and reg.count_watermarked() == 0 and reg.near_duplicates(flipped) == []
 
 
-def test_registry_computes_the_phash_from_the_blob(publisher, config, tmp_path):
-    asset = publisher.publish(encode_png(photo("astronaut")), "blob-phash", "m", "p")
+def test_registry_computes_the_fingerprints_from_the_blob(publisher, config, tmp_path):
+    asset = publisher.publish(encode_png(photo("astronaut")), "blob-pdq", "m", "p")
     reg = AssetRegistry(f"sqlite:///{tmp_path / 'r.db'}", blobs=publisher.blobs)
     record = reg.upsert(asset_id=asset.asset_id, sha256=asset.sha256, watermark_payload=asset.watermark_payload,
                         model_id="m", policy_version="p", width=256, height=256,
-                        created_at=dt.datetime.now(dt.timezone.utc))
-    assert record.phash == asset.phash
+                        created_at=dt.datetime.now(dt.timezone.utc), fingerprints=[("phash", "00" * 8)])
+    assert record.pdq == asset.pdq and record.pdq_views.split() == list(asset.pdq_views.values())
     with pytest.raises(ValueError, match="blob store"):
         AssetRegistry(f"sqlite:///{tmp_path / 'r2.db'}").upsert(
             asset_id="x", sha256=asset.sha256, watermark_payload="", model_id="m", policy_version="p",
             width=1, height=1, created_at=dt.datetime.now(dt.timezone.utc))
+
+
+def test_registry_replaces_a_table_from_before_pdq(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE provenance_assets (asset_id VARCHAR PRIMARY KEY, phash VARCHAR NOT NULL)")
+    reg = AssetRegistry(f"sqlite:///{db}")
+    reg.upsert(asset_id="a", sha256="ab" * 32, watermark_payload="", model_id="m", policy_version="p", width=1,
+               height=1, created_at=dt.datetime.now(dt.timezone.utc), fingerprints=_fingerprints(photo("coffee")))
+    assert reg.get("a").pdq
 
 
 # --- publisher -------------------------------------------------------------------------------------------------
@@ -279,7 +324,11 @@ def test_publish_marks_signs_and_stores_idempotently(publisher, config):
 
     assert hashlib.sha256(stored).hexdigest() == asset.sha256 and Path(asset.path).is_relative_to(config.blob_dir)
     assert (asset.width, asset.height) == (256, 256)
-    assert asset.watermark_payload == watermark.payload_for("asset-pub-1").hex()
+    key = config.watermark_key()
+    assert asset.watermark_payload == watermark.payload_for("asset-pub-1", key.secret).hex()
+    assert asset.watermark_key_id == key.key_id
+    assert asset.fingerprints[0] == ("pdq", pdq(decode(stored).rgb).value)
+    assert {alg for alg, _ in asset.fingerprints[1:]} == {f"pdq:{v}" for v in asset.pdq_views}
     assert watermark.read(decode(stored).rgb).payload_hex == asset.watermark_payload
     c2pa = ManifestReader(config.signing_material().trust_anchors).read(stored, "image/png")
     assert c2pa.valid and c2pa.trusted and c2pa.label == asset.manifest_label
@@ -291,14 +340,45 @@ def test_publish_small_image_skips_the_watermark_but_signs(publisher):
     assert asset.watermark_payload == "" and asset.manifest_label and (asset.width, asset.height) == (128, 128)
 
 
-def test_config_from_settings_and_production_keys(tmp_path):
+@dataclass(frozen=True)
+class RootSettings:
+    """The attributes ProvenanceConfig.from_settings reads from the hallmark config root."""
+
+    blob_dir: Path
+    keys_dir: Path
+    db_url: str
+    c2pa_key: Path | None = None
+    c2pa_cert_chain: Path | None = None
+    c2pa_trust_anchors: Path | None = None
+    tsa_url: str = ""
+
+
+def test_config_from_settings_and_production_keys(tmp_path, monkeypatch):
     settings = Settings(home=tmp_path)
-    cfg = ProvenanceConfig.from_settings(settings, env={})
+    monkeypatch.setenv("HALLMARK_C2PA_KEY", str(tmp_path / "ignored.pem"))  # the environment is not read
+    cfg = ProvenanceConfig.from_settings(settings)
     assert cfg.blob_dir == settings.blob_dir and cfg.db_url == settings.db_url and cfg.signing_key is None
+    assert cfg.tsa_url == ""  # timestamps are off by default
     prod = generate_test_ca(tmp_path / "prod")
-    env = {"HALLMARK_C2PA_KEY": str(prod.private_key), "HALLMARK_C2PA_CERT_CHAIN": str(prod.cert_chain),
-           "HALLMARK_C2PA_TRUST_ANCHORS": str(prod.trust_anchors)}
-    material = ProvenanceConfig.from_settings(settings, env=env).signing_material()
-    assert material == SigningMaterial(prod.private_key, prod.cert_chain, prod.trust_anchors)
+    root = RootSettings(tmp_path / "b", tmp_path / "k", "sqlite://", prod.private_key, prod.cert_chain,
+                        prod.trust_anchors, "http://tsa.example/")
+    material = ProvenanceConfig.from_settings(root).signing_material()
+    assert material == SigningMaterial(prod.private_key, prod.cert_chain, prod.trust_anchors, "http://tsa.example/")
     with pytest.raises(ValueError, match="both"):
-        ProvenanceConfig.from_settings(settings, env={"HALLMARK_C2PA_KEY": "k.pem"}).signing_material()
+        ProvenanceConfig.from_settings(RootSettings(tmp_path, tmp_path, "sqlite://", Path("k.pem"))).signing_material()
+
+
+def test_manifest_carries_soft_bindings_and_still_reads_valid(publisher, config):
+    import base64
+
+    from provenance.fingerprint import PDQ_SOFT_ALG
+
+    asset = publisher.publish(encode_png(photo("coffee")), "asset-soft", "m", "p")
+    result = ManifestReader(config.signing_material().trust_anchors).read(Path(asset.path).read_bytes(), "image/png")
+    assert result.valid and result.trusted and result.errors == []
+    assert result.assertions.count("c2pa.soft-binding") == 2
+    values = {b["alg"]: base64.b64decode(b["blocks"][0]["value"]) for b in result.soft_bindings}
+    assert values == {watermark.SOFT_ALG: bytes.fromhex(asset.watermark_payload),
+                      PDQ_SOFT_ALG: bytes.fromhex(asset.pdq)}
+    assert all(alg.startswith("org.hallmark.") for alg in values)  # neither is on the C2PA list: our namespace
+    assert publisher.manifests.get(asset.manifest_label).startswith(b"\x00\x00")  # the store, JUMBF boxes
