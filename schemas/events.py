@@ -195,6 +195,19 @@ class AuditRecordPayload(Payload):
     hash: str
 
 
+class AuditCheckpointPayload(Payload):
+    """A signed pin of one audit partition: its head record's offset and hash and the record count up to it."""
+
+    topic: str = "audit"
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    count: int = Field(ge=1)
+    head_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    at: str = Field(min_length=1, max_length=40)  # UTC, ISO 8601, as signed
+    key_id: str = Field(min_length=1, max_length=64)
+    signature: str = Field(min_length=1, max_length=200)  # base64 Ed25519 over the other fields (canonical JSON)
+
+
 class DeadLetterPayload(Payload):
     source_topic: str
     source_partition: int
@@ -228,12 +241,13 @@ ReviewActivity = _event("review.activity", ReviewActivityPayload)
 AssetPublished = _event("asset.published", AssetPublishedPayload)
 Outcome = _event("outcome", OutcomePayload)
 AuditRecord = _event("audit.record", AuditRecordPayload)
+AuditCheckpoint = _event("audit.checkpoint", AuditCheckpointPayload)
 DeadLetter = _event("dlq.message", DeadLetterPayload)
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.event_type_name: cls
     for cls in (RequestSubmitted, PromptVerdict, JobCreated, ImageGenerated, ImageVerdict, ReviewTaskCreated,
-                ReviewDecided, ReviewActivity, AssetPublished, Outcome, AuditRecord, DeadLetter)
+                ReviewDecided, ReviewActivity, AssetPublished, Outcome, AuditRecord, AuditCheckpoint, DeadLetter)
 }
 
 

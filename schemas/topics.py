@@ -1,6 +1,7 @@
 """The topic registry: every topic, its partitions, retention and the event types it carries."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from schemas import events as ev
@@ -30,8 +31,28 @@ TOPICS: dict[str, Topic] = {t.name: t for t in (
     Topic("assets", (ev.AssetPublished,), retention_ms=-1),
     Topic("outcomes", (ev.Outcome,), retention_ms=30 * DAY_MS),
     Topic("audit", (ev.AuditRecord,), retention_ms=-1),
+    Topic("audit-checkpoints", (ev.AuditCheckpoint,), retention_ms=-1, compacted=True),  # key: audit partition
     Topic("dlq", (ev.DeadLetter,), retention_ms=30 * DAY_MS),
 )}
+
+
+TENANT_SUFFIX = r"[a-z0-9][a-z0-9-]{0,47}"  # `requests.<tenant>`: one submission topic per tenant
+
+
+def topic_named(name: str) -> Topic:
+    """The registry entry of a topic name; a tenant's `requests.<tenant>` is a `requests` topic."""
+    if name in TOPICS:
+        return TOPICS[name]
+    base, _, tenant = name.partition(".")
+    if base == "requests" and re.fullmatch(TENANT_SUFFIX, tenant):
+        return TOPICS["requests"]
+    raise KeyError(f"unknown topic {name!r}")
+
+
+def subscription(names: tuple[str, ...]) -> str:
+    """A regex matching these topics, with every tenant's submission topic wherever `requests` is one."""
+    alternatives = [re.escape(n) + (rf"(?:\.{TENANT_SUFFIX})?" if n == "requests" else "") for n in names]
+    return "^(?:" + "|".join(alternatives) + ")$"
 
 
 def topic_for(event_type: str) -> Topic:

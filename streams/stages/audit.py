@@ -19,7 +19,8 @@ class AuditStage(Stage):
     and which source offsets are already audited, so a restart neither forks a chain nor audits twice."""
 
     name = "audit"
-    sources = tuple(name for name in TOPICS if name != "audit")
+    sources = tuple(name for name in TOPICS if name not in ("audit", "audit-checkpoints"))
+    writes = ("audit",)
     batch_size = 200
     in_flow = False
     raw = True
