@@ -22,10 +22,15 @@ BENIGN = "benign"
 GRID = np.round(np.arange(0.30, 0.951, 0.005), 3)
 
 
+DEFAULT_DEVSETS = (DEFAULT_DEVSET, Path(__file__).parent / "data" / "devset_ml.tsv")
+SEALED = Path(__file__).parent / "data" / "sealed.tsv"  # report only: never read while picking anything
+
+
 @dataclass(frozen=True)
 class Example:
     label: str
     text: str
+    lang: str = "en"
 
     @property
     def split(self) -> str:
@@ -41,15 +46,18 @@ class Targets:
     block_gap: float = 0.03  # block band starts this far above the highest benign similarity
 
 
-def load_devset(path: str | Path = DEFAULT_DEVSET) -> list[Example]:
+def load_devset(*paths: str | Path) -> list[Example]:
+    """Labelled prompts, '<label>\\t<prompt>' or '<lang>\\t<label>\\t<prompt>' per line; default: the shipped sets."""
     out = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        label, sep, text = line.partition("\t")
-        if not sep or label not in PROMPT_CATEGORIES + (BENIGN,):
-            raise ValueError(f"{path}:{n}: expected '<label>\\t<prompt>' with a known label")
-        out.append(Example(label, text))
+    for path in paths or DEFAULT_DEVSETS:
+        for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            cols = line.split("\t")
+            lang, label, text = cols if len(cols) == 3 else ("en", *cols) if len(cols) == 2 else ("", "", "")
+            if label not in PROMPT_CATEGORIES + (BENIGN,) or not text:
+                raise ValueError(f"{path}:{n}: expected '[<lang>\\t]<label>\\t<prompt>' with a known label")
+            out.append(Example(label, text, lang))
     return out
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .normalize import normalize
+from .langpacks import LanguageDetector, base_set, set_language
+from .normalize import Normalized, normalize
 from .verdict import Decision
 
 # What each letter may be written as, after normalisation. "*" stands in for any masked vowel.
@@ -17,13 +18,25 @@ LEET: dict[str, str] = {
     "a": "4@^*", "b": "8", "c": "(<", "e": "3*", "g": "9", "h": "#", "i": "1!|*", "l": "1|", "o": "0*",
     "s": "5$", "t": "7+", "u": "*", "z": "2",
 }
-_WORD = "a-z0-9"
-_GAP = f"[^{_WORD}]*"  # between the words of a multi-word term: any spacing, or none ("childporn")
-_SEP = f"[^{_WORD}]{{1,3}}?"  # between the letters of a spaced-out word (lazy: leave look-alikes to letters)
-_BEFORE = f"(?<![{_WORD}])"
+_W = r"[^\W_]"  # a letter or digit of any script
+_NW = r"[\W_]"  # anything else
+# Splits a list term into words: like _NW, but Indic vowel signs and kana voicing marks belong to their word.
+_KEY_SEP = re.compile("(?:(?![\u0900-\u0dff\u3099\u309a])[\\W_])+")
+_KEY = re.compile("(?:(?![\u0900-\u0dff\u3099\u309a])[\\W_]|\\s)")
+_GAP = f"{_NW}*"  # between the words of a multi-word term: any spacing, or none ("childporn")
+_SEP = f"{_NW}{{1,3}}?"  # between the letters of a spaced-out word (lazy: leave look-alikes to letters)
+_BEFORE = f"(?<!{_W})"
 _LEET_MARKS = re.escape("".join(sorted({c for v in LEET.values() for c in v if not c.isalnum()})))
 # A word ends where no letter follows, nor a look-alike mark that a letter follows ("kidd!e" is one word).
-_AFTER = f"(?![{_WORD}]|[{_LEET_MARKS}]+[{_WORD}])"
+_AFTER = f"(?!{_W}|[{_LEET_MARKS}]+{_W})"
+# Scripts written without spaces between words (Han, kana, Thai), with particles attached (Hangul) or whose vowel
+# signs Python's regex does not count as word characters (Devanagari) match inside longer runs, with no word boundary
+# on either side; Arabic, whose clitics ("و", "ال") attach in front, has no boundary before a term but one after it.
+_UNSPACED = re.compile("[\u0900-\u097f\u0e00-\u0e7f\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf"
+                       "\u4e00-\u9fff\uac00-\ud7af]")
+_OPEN_START = re.compile("[\u0600-\u06ff\u0750-\u077f]")
+_NUMERALS = "0123456789一二三四五六七八九十百千两〇零"
+_NUM_BEFORE = f"(?<![{_NUMERALS}])"  # "8岁" must not match inside "18岁"
 
 
 def _letter(ch: str) -> str:
@@ -33,7 +46,7 @@ def _letter(ch: str) -> str:
 
 def term_key(term: str) -> str:
     """Canonical form of a list term: normalised, punctuation as spaces, single-spaced."""
-    return " ".join(re.sub(r"[^a-z0-9]+", " ", normalize(term).text).split())
+    return " ".join(_KEY_SEP.sub(" ", normalize(term).text).split())
 
 
 def _compact_atoms(key: str) -> list[str]:
@@ -66,45 +79,54 @@ class TermMatcher:
     """Finds every listed term of every set in a text; longest term wins where terms overlap."""
 
     def __init__(self, sets: dict[str, tuple[str, ...]]):
-        self._owners: list[tuple[tuple[str, str], ...]] = []  # leaf id -> ((set, term), ...)
+        self.owners: list[tuple[tuple[str, str], ...]] = []  # leaf id -> ((set, term), ...)
         leaves: dict[tuple[str, bool], int] = {}
-        trie: dict = {}
+        tries: tuple[dict, dict] = ({}, {})  # bounded (spaced scripts), unbounded (unspaced scripts)
         for set_name, terms in sets.items():
             for term in terms:
                 prefix = term.endswith("*")
                 key = term_key(term.rstrip("*"))
-                if not re.fullmatch(r"[a-z0-9]+( [a-z0-9]+)*", key):
+                if not key or key.startswith(" ") or "  " in key or _KEY.sub(" ", key) != key:
                     raise ValueError(f"term set {set_name!r}: term {term!r} has no letters or odd characters")
                 leaf = leaves.setdefault((key, prefix), len(leaves))
-                if leaf == len(self._owners):
-                    self._owners.append(())
-                self._owners[leaf] += ((set_name, term),)
+                if leaf == len(self.owners):
+                    self.owners.append(())
+                self.owners[leaf] += ((set_name, term),)
+                unspaced = bool(_UNSPACED.search(key))
+                open_start = unspaced or bool(_OPEN_START.search(key))
                 forms = [_compact_atoms(key)]
-                if len(key.replace(" ", "")) >= 3:
+                if len(key.replace(" ", "")) >= 3 and key.isascii():
                     forms.append(_spaced_atoms(key))
                 for form, atoms in enumerate(forms):
-                    node = trie
+                    node = tries[open_start]
+                    if open_start and key[0] in _NUMERALS:
+                        node = node.setdefault(_NUM_BEFORE, {})
                     for atom in atoms:
                         node = node.setdefault(atom, {})
-                    node.setdefault(None, set()).add((leaf, form, prefix))
-        self._regex = re.compile(_BEFORE + _emit(trie)) if trie else None
+                    node.setdefault(None, set()).add((leaf, form, "*" if prefix else "~" if unspaced else ""))
+        self._regex = re.compile(_BEFORE + _emit(tries[0])) if tries[0] else None
+        self._unspaced = re.compile(_emit(tries[1])) if tries[1] else None
 
     def find(self, text: str) -> list[TermHit]:
-        if self._regex is None:
-            return []
-        norm = normalize(text)
+        return self.find_normalized(normalize(text))
+
+    def find_normalized(self, norm: Normalized) -> list[TermHit]:
         hits: list[TermHit] = []
-        for m in self._regex.finditer(norm.text):
-            leaf = int(m.lastgroup[1:].split("_")[0])
-            span = norm.span_in_source(m.start(), m.end())
-            hits.extend(TermHit(s, t, span) for s, t in self._owners[leaf])
+        for regex in (self._regex, None if norm.text.isascii() else self._unspaced):
+            for m in regex.finditer(norm.text) if regex is not None else ():
+                leaf = int(m.lastgroup[1:].split("_")[0])
+                span = norm.span_in_source(m.start(), m.end())
+                hits.extend(TermHit(s, t, span) for s, t in self.owners[leaf])
         return hits
+
+
+_TAILS = {"*": f"{_W}*", "~": "", "": _AFTER}  # prefix term, unspaced script, whole word
 
 
 def _emit(node: dict) -> str:
     parts = [atom + _emit(child) for atom, child in node.items() if atom is not None]
-    for leaf, form, prefix in sorted(node.get(None, ())):
-        parts.append((f"[{_WORD}]*" if prefix else _AFTER) + f"(?P<t{leaf}_{form}>)")
+    for leaf, form, end in sorted(node.get(None, ())):
+        parts.append(_TAILS[end] + f"(?P<t{leaf}_{form}>)")
     return parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
 
 
@@ -129,33 +151,65 @@ class LexicalFinding:
 ALLOW_SET = "allow"  # phrases that clear the hits they overlap ("naked mole rat", "shooting star")
 
 
+@dataclass(frozen=True)
+class LexicalAnalysis:
+    """What the lexical gate saw in one prompt: rule findings, the base sets hit, and the likeliest language."""
+
+    findings: list[LexicalFinding]
+    sets: frozenset[str]
+    language: str
+
+
 class LexicalGate:
-    """Term sets + rules -> findings for one prompt. Pure, no models: microseconds per prompt."""
+    """Term sets + rules -> findings for one prompt. Pure, no models: microseconds per prompt.
+
+    Set names may carry a language: "minor#es" counts as "minor"; "minor@de" (a homograph) counts as "minor" only when
+    the prompt shows German evidence (stopwords, script, or another German term).
+    """
 
     def __init__(self, sets: dict[str, tuple[str, ...]], rules: tuple[LexicalRule, ...],
-                 matcher: TermMatcher | None = None):
+                 matcher: TermMatcher | None = None, detector: LanguageDetector | None = None):
+        known = {base_set(s) for s in sets}
         for rule in rules:
-            missing = [s for s in rule.all_of if s not in sets]
+            missing = [s for s in rule.all_of if s not in known]
             if missing:
                 raise ValueError(f"lexical rule {rule.id!r} names unknown term sets {missing}")
         self.sets = sets
         self.rules = rules
         self.matcher = matcher or TermMatcher(sets)
+        self.detector = detector
+        # A term is evidence of its language only when no other language (nor the base lists) has it: "sexy" is not.
+        self._evidence = frozenset(
+            owner for owners in self.matcher.owners for owner in owners
+            if len({set_language(s)[0] for s, _ in owners}) == 1 and set_language(owner[0])[0]
+        )
 
     def with_rules(self, rules: tuple[LexicalRule, ...]) -> LexicalGate:
         """Same compiled terms, other rules (a region's overrides change actions, not terms)."""
-        return LexicalGate(self.sets, rules, self.matcher)
+        return LexicalGate(self.sets, rules, self.matcher, self.detector)
 
     def findings(self, text: str) -> list[LexicalFinding]:
-        hits = self.matcher.find(text)
-        allowed = [h.span for h in hits if h.term_set == ALLOW_SET]
+        return self.analyse(text).findings
+
+    def analyse(self, text: str) -> LexicalAnalysis:
+        norm = normalize(text)
+        hits = self.matcher.find_normalized(norm)
+        allowed = [h.span for h in hits if base_set(h.term_set) == ALLOW_SET]
+        live = [h for h in hits if base_set(h.term_set) != ALLOW_SET
+                and not any(a[0] <= h.span[0] and h.span[1] <= a[1] for a in allowed)]
+        scores = self.detector.scores(text, norm.text) if self.detector else {}
+        for h in live:
+            lang, cond = set_language(h.term_set)
+            if not cond and (h.term_set, h.term) in self._evidence:
+                scores[lang] = scores.get(lang, 0.0) + 1
         by_set: dict[str, list[tuple[int, int]]] = {}
-        for h in hits:
-            if h.term_set != ALLOW_SET and not any(a[0] <= h.span[0] and h.span[1] <= a[1] for a in allowed):
-                by_set.setdefault(h.term_set, []).append(h.span)
+        for h in live:
+            lang, cond = set_language(h.term_set)
+            if not cond or scores.get(lang, 0.0) > 0:
+                by_set.setdefault(base_set(h.term_set), []).append(h.span)
         out = []
         for rule in self.rules:
             if all(s in by_set for s in rule.all_of):
                 spans = sorted({sp for s in rule.all_of for sp in by_set[s]})
                 out.append(LexicalFinding(rule.id, rule.category, rule.action, tuple(spans)))
-        return out
+        return LexicalAnalysis(out, frozenset(by_set), LanguageDetector.top(scores))

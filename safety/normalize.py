@@ -6,6 +6,7 @@ so a match on the normalised text maps back to a span of the original.
 """
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -43,17 +44,29 @@ class Normalized:
         return self.origin[start], self.origin[end - 1] + 1
 
 
+# Marks that only decorate a letter (Latin/Greek/Cyrillic accents, Arabic vowel signs and hamza): dropped. Marks that
+# are part of the spelling (Indic vowel signs, kana voicing) are kept, and so is any letter that has them.
+_STRIPPABLE = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f\u064b-\u065f\u0670]")
+
+
 @lru_cache(maxsize=8192)
 def fold_char(ch: str) -> str:
     """One input character -> zero or more normalised characters."""
     out = []
     for c in unicodedata.normalize("NFKC", ch):
+        digit = unicodedata.decimal(c, None)  # Arabic-Indic, Devanagari, ... digits -> 0-9
+        if digit is not None:
+            out.append(str(digit))
+            continue
+        if unicodedata.category(c) == "Cf":  # zero-width joiners/spaces, bidi marks
+            continue
         c = CONFUSABLES.get(c, c).casefold()
-        for d in unicodedata.normalize("NFD", c):
-            cat = unicodedata.category(d)
-            if cat == "Mn" or cat == "Cf":  # accents, zero-width joiners/spaces, bidi marks
-                continue
-            out.append(CONFUSABLES.get(d, d))
+        parts = unicodedata.normalize("NFD", c)
+        marks = [d for d in parts if unicodedata.category(d).startswith("M")]
+        if marks and all(_STRIPPABLE.match(d) for d in marks):
+            out.extend(CONFUSABLES.get(d, d) for d in parts if d not in marks)
+        elif not _STRIPPABLE.match(c):
+            out.append(c)
     return "".join(out)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from .langpacks import LanguagePack, load_language_pack, merged_sets
 from .lexical import LexicalRule
 from .verdict import Decision
 
@@ -75,6 +76,14 @@ class ReviewPolicy:
 
 
 @dataclass(frozen=True)
+class SecondOpinion:
+    """When an embedding block needs the lexical gate's agreement: within `margin` of the threshold, or off English."""
+
+    margin: float = 0.06
+    signals: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # category -> base term sets that corroborate
+
+
+@dataclass(frozen=True)
 class RegionPolicy:
     """The pack resolved for one region: what a gate actually applies."""
 
@@ -85,6 +94,7 @@ class RegionPolicy:
     clusters: tuple[Cluster, ...]
     image: ImagePolicy
     limits: Limits
+    second_opinion: SecondOpinion = field(default_factory=SecondOpinion)
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,8 @@ class PolicyPack:
     review: ReviewPolicy = field(default_factory=ReviewPolicy)
     regions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: Path | None = None
+    languages: tuple[LanguagePack, ...] = ()
+    second_opinion: SecondOpinion = field(default_factory=SecondOpinion)
 
     def for_region(self, region: str = "default") -> RegionPolicy:
         """Apply the region's overrides (cluster thresholds by id or category, rule actions, image thresholds)."""
@@ -114,7 +126,7 @@ class PolicyPack:
         image = replace(self.image, **over.get("image", {}))
         if "face_with_sexual" in over.get("image", {}):
             image = replace(image, face_with_sexual=Decision(image.face_with_sexual))
-        return RegionPolicy(self.id, self.version, region, rules, clusters, image, self.limits)
+        return RegionPolicy(self.id, self.version, region, rules, clusters, image, self.limits, self.second_opinion)
 
 
 def load_pack(path: str | Path | None = None) -> PolicyPack:
@@ -133,7 +145,9 @@ def load_pack(path: str | Path | None = None) -> PolicyPack:
 
 def _parse(data: dict, source: Path) -> PolicyPack:
     lex = data.get("lexical", {})
-    sets = {name: tuple(terms) for name, terms in lex.get("sets", {}).items()}
+    lang_dir = source.parent / lex.get("language_dir", "lang")
+    languages = tuple(load_language_pack(lang_dir / f"{code}.toml") for code in lex.get("languages", ()))
+    sets = merged_sets({name: tuple(terms) for name, terms in lex.get("sets", {}).items()}, languages)
     rules = tuple(
         LexicalRule(r["id"], r["category"], Decision(r["action"]), tuple(r["all_of"])) for r in lex.get("rules", ())
     )
@@ -157,7 +171,17 @@ def _parse(data: dict, source: Path) -> PolicyPack:
         id=str(data["id"]), version=str(data["version"]), term_sets=MappingProxyType(sets), rules=rules,
         clusters=clusters, image=ImagePolicy(**img), limits=Limits(**data.get("limits", {})),
         review=_review(data.get("review", {})), regions=MappingProxyType(regions), source=source,
+        languages=languages, second_opinion=_second_opinion(data.get("second_opinion", {})),
     )
+
+
+def _second_opinion(data: dict) -> SecondOpinion:
+    """The `[second_opinion]` table: a margin and, per prompt category, the term sets that corroborate it."""
+    signals = {k: tuple(v) for k, v in data.get("signals", {}).items()}
+    unknown = sorted(set(signals) - set(PROMPT_CATEGORIES))
+    if unknown:
+        raise ValueError(f"[second_opinion.signals] names unknown categories: {', '.join(unknown)}")
+    return SecondOpinion(float(data.get("margin", 0.06)), MappingProxyType(signals))
 
 
 def _review(data: dict) -> ReviewPolicy:
