@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 PDQ_ALG = "pdq"  # the id that travels on `asset.published` and in our soft-binding assertions
+PDQ_QUALITY_ALG = "pdq-quality"  # travels beside "pdq" on `asset.published`: the hash's quality, decimal
 PDQ_SOFT_ALG = "org.hallmark.pdq.1"  # C2PA soft-binding id (PDQ is not on the C2PA list: our namespace)
 PDQ_BITS = 256
 PDQ_MATCH_DISTANCE = 31  # Meta's default match threshold (of 256 bits); see docs/provenance.md for measurements
@@ -89,6 +90,19 @@ def pdq_views(rgb: np.ndarray) -> dict[str, str]:
     im = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
     im.thumbnail((2 * HASH_SIDE, 2 * HASH_SIDE), Image.BILINEAR)  # keeps the aspect; views need no more pixels
     return {name: pdq(np.asarray(view(im))).value for name, view in VIEWS.items()}
+
+
+def crop_search(original: np.ndarray, query_hw: tuple[int, int], variants: list[str], steps: int = 7) -> int | None:
+    """For a query smaller than `original` (a crop that is none of VIEWS): the smallest distance from its hashes
+    (`variants`) to PDQ of query-sized windows of `original` on a steps×steps grid of offsets; None if not smaller."""
+    h, w = original.shape[:2]
+    qh, qw = query_hw
+    if qh > h or qw > w or (qh, qw) == (h, w):
+        return None
+    ys = sorted({int(v) for v in np.linspace(0, h - qh, steps).round()})
+    xs = sorted({int(v) for v in np.linspace(0, w - qw, steps).round()})
+    return min(min_distance(variants, pdq(np.ascontiguousarray(original[y:y + qh, x:x + qw])).value)
+               for y in ys for x in xs)
 
 
 def hex_to_bytes(values: list[str]) -> np.ndarray:

@@ -6,7 +6,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from provenance.fingerprint import PDQ_ALG, PDQ_MATCH_DISTANCE, pdq, pdq_views
+from provenance.fingerprint import PDQ_ALG, PDQ_MATCH_DISTANCE, PDQ_QUALITY_ALG, pdq, pdq_views
 from provenance.store import BlobStore, ManifestArchive
 
 PDQ_SIMILAR_DISTANCE = 52  # to the nearest stored view; chosen from measured distances, see docs/provenance.md
@@ -77,13 +77,16 @@ class PublishedAsset:
     pdq: str = ""  # PDQ of the published pixels, 64 hex
     watermark_key_id: str = ""
     pdq_views: dict[str, str] = field(default_factory=dict)  # view name (fingerprint.VIEWS) → PDQ hex
+    pdq_quality: int = -1  # PDQ's own quality score (0–100; below 50 the hash says little); -1 unknown
 
     @property
     def fingerprints(self) -> list[tuple[str, str]]:
-        """(algorithm, hex value) pairs, as they travel on `asset.published`: `pdq`, then `pdq:<view>` for views."""
+        """(algorithm, value) pairs, as they travel on `asset.published`: `pdq`, its quality (`pdq-quality`, decimal),
+        then `pdq:<view>` for each stored view."""
         if not self.pdq:
             return []
-        return [(PDQ_ALG, self.pdq), *((f"{PDQ_ALG}:{name}", value) for name, value in self.pdq_views.items())]
+        return [(PDQ_ALG, self.pdq), (PDQ_QUALITY_ALG, str(self.pdq_quality)),
+                *((f"{PDQ_ALG}:{name}", value) for name, value in self.pdq_views.items())]
 
     @classmethod
     def from_json(cls, data: dict) -> "PublishedAsset":
@@ -139,8 +142,8 @@ class Publisher:
         if watermark.can_embed(image.width, image.height):
             payload = watermark.payload_for(asset_id, self._key.secret)
             rgb = watermark.embed(rgb, payload)
-        fingerprint = pdq(rgb).value
-        facts = self._facts(asset_id, model_id, policy_version, payload, fingerprint)
+        fingerprint = pdq(rgb)
+        facts = self._facts(asset_id, model_id, policy_version, payload, fingerprint.value)
         mime, encoded = ("image/png", encode_png(rgb)) if output_format == "png" else ("image/jpeg", encode_jpeg(rgb))
         signed, label, store = self._signer.sign_with_store(encoded, mime, facts)
         self.manifests.put(label, store)
@@ -148,8 +151,9 @@ class Publisher:
         sha = self.blobs.put(signed, suffix)
         asset = PublishedAsset(asset_id=asset_id, sha256=sha, path=str(self.blobs.path(sha, suffix)),
                                watermark_payload=payload.hex(), manifest_label=label, width=image.width,
-                               height=image.height, pdq=fingerprint,
-                               watermark_key_id=self._key.key_id if payload else "", pdq_views=pdq_views(rgb))
+                               height=image.height, pdq=fingerprint.value,
+                               watermark_key_id=self._key.key_id if payload else "", pdq_views=pdq_views(rgb),
+                               pdq_quality=fingerprint.quality)
         index = self._index_path(asset_id)
         index.parent.mkdir(parents=True, exist_ok=True)
         tmp = index.with_suffix(f".tmp{os.getpid()}")

@@ -10,7 +10,7 @@ import numpy as np
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from hallmark.db import create_tables
-from provenance.fingerprint import PDQ_ALG, PDQ_MATCH_DISTANCE, PdqIndex, pdq, pdq_views
+from provenance.fingerprint import PDQ_ALG, PDQ_MATCH_DISTANCE, PDQ_QUALITY_ALG, PdqIndex, pdq, pdq_views
 from provenance.store import BlobStore
 from provenance.watermark import WatermarkReading, agreement
 
@@ -30,6 +30,7 @@ class AssetRecord(SQLModel, table=True):
     height: int = 0
     pdq: str = ""  # 256-bit PDQ of the published pixels, 64 hex
     pdq_views: str = ""  # PDQ of fingerprint.VIEWS of the published pixels: space-separated hex
+    pdq_quality: int = -1  # PDQ's quality score, 0–100; -1 unknown
     created_at: dt.datetime
 
 
@@ -62,7 +63,7 @@ def _drop_outdated_table(engine) -> None:
     inspector = inspect(engine)
     if AssetRecord.__tablename__ in inspector.get_table_names():
         columns = {c["name"] for c in inspector.get_columns(AssetRecord.__tablename__)}
-        if "pdq_views" not in columns:
+        if "pdq_quality" not in columns:
             AssetRecord.__table__.drop(engine)
 
 
@@ -92,9 +93,11 @@ class AssetRegistry:
         if PDQ_ALG not in given:
             given = self._pdq_from_blob(sha256)
         views = " ".join(v for alg, v in given.items() if alg.startswith(f"{PDQ_ALG}:"))
+        quality = given.get(PDQ_QUALITY_ALG, "")
         record = AssetRecord(asset_id=asset_id, sha256=sha256, watermark_payload=watermark_payload,
                              manifest_label=manifest_label, model_id=model_id, policy_version=policy_version,
-                             width=width, height=height, pdq=given[PDQ_ALG], pdq_views=views, created_at=created_at)
+                             width=width, height=height, pdq=given[PDQ_ALG], pdq_views=views,
+                             pdq_quality=int(quality) if quality.isdigit() else -1, created_at=created_at)
         with Session(self.engine) as session:
             session.merge(record)
             session.commit()
@@ -109,7 +112,9 @@ class AssetRegistry:
         for suffix in (".png", ".jpg"):
             if self.blobs.path(sha256, suffix).is_file():
                 rgb = decode(self.blobs.get(sha256, suffix)).rgb
-                return {PDQ_ALG: pdq(rgb).value, **{f"{PDQ_ALG}:{k}": v for k, v in pdq_views(rgb).items()}}
+                plain = pdq(rgb)
+                return {PDQ_ALG: plain.value, PDQ_QUALITY_ALG: str(plain.quality),
+                        **{f"{PDQ_ALG}:{k}": v for k, v in pdq_views(rgb).items()}}
         raise ValueError(f"no PDQ fingerprint given and blob {sha256} is not in the store")
 
     def get(self, asset_id: str) -> AssetRecord | None:

@@ -10,7 +10,7 @@ from provenance.fingerprint import PDQ_BITS, PDQ_SOFT_ALG, pdq_dihedral
 from provenance.images import ImageError, decode
 from provenance.registry import AssetRecord
 from provenance.store import ManifestArchive
-from provenance.verdict import COPY_SUSPECTED, by_watermark
+from provenance.verdict import COPY_SUSPECTED
 from provenance.verify import Verifier
 
 DEFAULT_MAX_RESULTS = 10
@@ -72,12 +72,13 @@ class SoftBindingService:
         if alg not in (None, "", watermark.SOFT_ALG, PDQ_SOFT_ALG):
             raise ImageError(400, f"unsupported algorithm {alg!r}; see /services/supportedAlgorithms")
         image = decode(data, self.verifier.limits)
-        variants = [h.value for h in pdq_dihedral(image.rgb)]
+        hashes = pdq_dihedral(image.rgb)
+        variants = [h.value for h in hashes]
         matches: list[Match] = []
         if alg in (None, "", watermark.SOFT_ALG):
             found = self.verifier.find_watermark(image.rgb)
             if found is not None and found.record.pdq and found.record.manifest_label:
-                verdict = by_watermark(found.record, variants, self.verifier.thresholds)
+                verdict = self.verifier.watermark_verdict(found.record, hashes, image.rgb.shape[:2])
                 if verdict.verdict != COPY_SUSPECTED:
                     matches.append(Match(found.record.manifest_label, _score(verdict.distance or 0)))
         if alg in (None, "", PDQ_SOFT_ALG):

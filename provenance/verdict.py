@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from provenance.fingerprint import min_distance
+from provenance.fingerprint import PDQ_MIN_QUALITY, min_distance
 from provenance.registry import AssetRecord
 
 VERIFIED, SIMILAR, COPY_SUSPECTED, UNKNOWN = "verified", "similar", "copy_suspected", "unknown"
@@ -32,9 +33,9 @@ class Verdict:
         if self.verdict == VERIFIED:
             return f"Hallmark published this image as asset {name} (evidence: {self.method})."
         if self.verdict == SIMILAR and self.method == "watermark":
-            return (f"The image carries the watermark of asset {name} but differs from it (PDQ distance "
-                    f"{self.distance} > {thresholds.match}): it looks like an edited version; not a claim that "
-                    f"Hallmark made this image.")
+            return (f"The image carries the watermark of asset {name} and resembles it (PDQ distance {self.distance}"
+                    f" ≤ {thresholds.similar}, to the asset or an edited view of it) without matching it closely "
+                    f"enough: an edited version, perhaps; not a claim that Hallmark made this image.")
         if self.verdict == SIMILAR:
             return (f"The image is visually similar to asset {name} (PDQ distance {self.distance} ≤ "
                     f"{thresholds.match}); similarity is not a claim that Hallmark made this image.")
@@ -44,14 +45,19 @@ class Verdict:
         return "No evidence that Hallmark made this image."
 
 
-def by_watermark(record: AssetRecord, variants: list[str], thresholds: Thresholds) -> Verdict:
-    """A keyed watermark names `record`; the PDQ distance of the image (its dihedral `variants`) to that asset's
-    fingerprint decides what it proves: verified within `match`; similar within `similar` of the plain fingerprint
-    or a stored view (crops, small rotations); beyond, the watermark is on other content."""
+def by_watermark(record: AssetRecord, variants: list[str], quality: int, thresholds: Thresholds,
+                 search: Callable[[], int | None] | None = None) -> Verdict:
+    """A keyed watermark names `record`; the PDQ distance of the image (its dihedral `variants`, of `quality`) to
+    that asset's fingerprint decides what it proves: verified within `match` when both hashes are of good quality;
+    similar within `similar` of the plain fingerprint or a stored view (crops, small rotations); beyond, the
+    watermark is on other content. Flat images give low-quality PDQ hashes that collide, so they stop at similar.
+    `search` (the crop search over the asset's stored pixels) is asked only when the stored views are too far."""
     plain = min_distance(variants, record.pdq)
-    if plain <= thresholds.match:
+    if plain <= thresholds.match and min(quality, record.pdq_quality) >= PDQ_MIN_QUALITY:
         return Verdict(VERIFIED, "watermark", record, distance=plain)
     nearest = min([plain, *(min_distance(variants, v) for v in record.pdq_views.split())])
+    if nearest > thresholds.similar and search is not None:
+        nearest = min(nearest, search() or nearest)
     if nearest <= thresholds.similar:
         return Verdict(SIMILAR, "watermark", record, distance=nearest)
     return Verdict(COPY_SUSPECTED, "watermark", record, distance=nearest)

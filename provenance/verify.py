@@ -8,10 +8,11 @@ from dataclasses import dataclass
 
 from provenance import watermark
 from provenance.c2pa_manifest import C2paResult, ManifestReader
-from provenance.fingerprint import PDQ_ALG, pdq_dihedral
+from provenance.fingerprint import PDQ_ALG, Pdq, crop_search, pdq_dihedral
 from provenance.images import ImageLimits, decode
 from provenance.publisher import ProvenanceConfig
 from provenance.registry import AssetRecord, AssetRegistry
+from provenance.store import BlobStore
 from provenance.verdict import SIMILAR, UNKNOWN, VERIFIED, Thresholds, Verdict, asset_json, by_watermark
 
 MAX_CROP = 0.3  # the crop search covers images cut to 70% of a side (a 25% crop is 75%)
@@ -42,17 +43,19 @@ class Verifier:
         self.reader = ManifestReader(config.signing_material().trust_anchors)
         self.key = config.watermark_key()
         self.thresholds = Thresholds(config.pdq_match_distance, config.pdq_similar_distance)
+        self.blobs = BlobStore(config.blob_dir)
 
     def verify(self, data: bytes) -> dict:
         """The verification answer as a JSON-ready dict; raises images.ImageError for input we refuse."""
         image = decode(data, self.limits)
         c2pa = self.reader.read(data, image.mime)
-        variants = [h.value for h in pdq_dihedral(image.rgb)]
+        hashes = pdq_dihedral(image.rgb)
         found = self.find_watermark(image.rgb)
-        verdict = self.decide(hashlib.sha256(data).hexdigest(), c2pa, found, variants)
-        return self.answer(verdict, c2pa, found)
+        verdict = self.decide(hashlib.sha256(data).hexdigest(), c2pa, found, hashes, image.rgb.shape[:2])
+        return self.answer(verdict, c2pa, found, hashes[0].quality)
 
-    def decide(self, sha256: str, c2pa: C2paResult, found: WatermarkFinding | None, variants: list[str]) -> Verdict:
+    def decide(self, sha256: str, c2pa: C2paResult, found: WatermarkFinding | None, hashes: list[Pdq],
+               size: tuple[int, int]) -> Verdict:
         """The strongest evidence wins: exact file, our signed manifest, keyed watermark + PDQ, PDQ alone."""
         record = self.registry.by_sha256(sha256)
         if record is not None:
@@ -61,12 +64,30 @@ class Verifier:
             asset_id = (c2pa.generation or {}).get("asset_id")
             record = self.registry.get(asset_id) if asset_id else None
             return Verdict(VERIFIED, "c2pa", record, asset_from_manifest=c2pa.generation)
+        variants = [h.value for h in hashes]
         if found is not None and found.record.pdq:
-            return by_watermark(found.record, variants, self.thresholds)
+            return self.watermark_verdict(found.record, hashes, size)
         near = self.registry.near_duplicates(variants, self.thresholds.match, limit=1)
         if near:
             return Verdict(SIMILAR, "fingerprint", near[0][0], distance=near[0][1])
         return Verdict(UNKNOWN, None)
+
+    def watermark_verdict(self, record: AssetRecord, hashes: list[Pdq], size: tuple[int, int]) -> Verdict:
+        """What a keyed watermark naming `record` proves about an image with these hashes and (height, width)."""
+        variants = [h.value for h in hashes]
+
+        def search() -> int | None:
+            original = self._published_pixels(record.sha256)
+            return None if original is None else crop_search(original, size, variants)
+
+        return by_watermark(record, variants, hashes[0].quality, self.thresholds, search)
+
+    def _published_pixels(self, sha256: str):
+        for suffix in (".png", ".jpg"):
+            path = self.blobs.path(sha256, suffix)
+            if path.is_file():
+                return decode(path.read_bytes(), self.limits).rgb
+        return None
 
     def find_watermark(self, rgb) -> WatermarkFinding | None:
         """Read the watermark as published, then (if that finds nothing) as cropped; look the bits up in the registry.
@@ -98,13 +119,13 @@ class Verifier:
     def registry_size(self) -> int:
         return max(1, self.registry.count_watermarked())
 
-    def answer(self, verdict: Verdict, c2pa: C2paResult, found: WatermarkFinding | None) -> dict:
+    def answer(self, verdict: Verdict, c2pa: C2paResult, found: WatermarkFinding | None, quality: int) -> dict:
         """The public JSON: verdict, a sentence, the named asset and the evidence (no raw watermark bits)."""
         mark = {"detected": found is not None, "alg": watermark.SOFT_ALG}
         if found is not None:
             mark.update(asset_id=found.record.asset_id, key_id=found.key_id, bit_agreement=found.bit_agreement)
-        fingerprint = {"alg": PDQ_ALG, "distance": verdict.distance, "match_threshold": self.thresholds.match,
-                       "similar_threshold": self.thresholds.similar}
+        fingerprint = {"alg": PDQ_ALG, "quality": quality, "distance": verdict.distance,
+                       "match_threshold": self.thresholds.match, "similar_threshold": self.thresholds.similar}
         return {"verdict": verdict.verdict, "method": verdict.method, "summary": verdict.summary(self.thresholds),
                 "asset": asset_json(verdict),
                 "evidence": {"sha256_match": verdict.method == "sha256", "c2pa": c2pa.public(), "watermark": mark,
