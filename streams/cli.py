@@ -1,10 +1,11 @@
-"""`hallmark submit|audit verify|projections rebuild` — the event spine's commands."""
+"""`hallmark submit|audit verify|audit export-checkpoints|projections rebuild` — the event spine's commands."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 TERMINAL = ("published", "rejected", "failed")
 
@@ -26,8 +27,17 @@ def register(subparsers) -> None:
 
     audit = subparsers.add_parser("audit", help="the tamper-evident audit log")
     audit_sub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
-    verify = audit_sub.add_parser("verify", help="recompute every partition's hash chain; name the first break")
+    verify = audit_sub.add_parser("verify", help="recompute every partition's hash chain, hold it against the signed "
+                                  "checkpoints; one line per break")
+    verify.add_argument("--against", metavar="FILE", type=Path,
+                        help="check against the checkpoints in FILE (JSON lines kept elsewhere) instead of the "
+                             "audit-checkpoints topic and the local checkpoint file")
+    verify.add_argument("--public-key", metavar="PEM", type=Path,
+                        help="the checkpoint key's public half (default: next to the configured checkpoint key)")
     verify.set_defaults(func=_audit_verify)
+    export = audit_sub.add_parser("export-checkpoints", help="print every signed checkpoint (JSON lines) for "
+                                  "anchoring outside Hallmark")
+    export.set_defaults(func=_audit_export)
 
     proj = subparsers.add_parser("projections", help="the SQL read models")
     proj_sub = proj.add_subparsers(dest="projections_command", metavar="ACTION", required=True)
@@ -82,28 +92,106 @@ def _reason(response) -> str:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
+    from hallmark.cli import CommandError
+    from streams.auditlog import Break, verify
+
+    records, found, junk = _read_audit(args.config)
+    checkpoints = _checkpoint_file(args.against) if args.against else _known_checkpoints(args.config, found)
+    report = verify(records, checkpoints, _public_key(args, bool(checkpoints)))
+    report.breaks.extend(Break(p, o, "bad checkpoint", f"record {p}@{o} of audit-checkpoints is not a checkpoint")
+                         for p, o in ([] if args.against else junk))
+    parts = ", ".join(f"partition {p}: {n}" for p, n in sorted(report.partitions.items())) or "empty"
+    anchored = f"{report.checkpoints} signed checkpoints" + (f" from {args.against}" if args.against else "")
+    for p, n in sorted(report.unanchored.items()):
+        if n:
+            print(f"audit partition {p}: {n} records after the last checkpoint are not yet anchored")
+    if report.ok:
+        print(f"audit OK: {report.records} records, every chain intact and matching {anchored} ({parts})")
+        return 0
+    for b in report.breaks:
+        print(f"BROKEN {b.line()}", file=sys.stderr)
+    broken = sorted({b.partition for b in report.breaks})
+    raise CommandError(f"audit log tampered: {len(report.breaks)} breaks in audit partition(s) "
+                       f"{', '.join(map(str, broken))}; checked against {anchored}")
+
+
+def _audit_export(args: argparse.Namespace) -> int:
+    from streams.checkpoints import to_line
+
+    _, found, junk = _read_audit(args.config, records=False)
+    for p, o in junk:
+        print(f"skipped record {p}@{o} of audit-checkpoints: not a checkpoint", file=sys.stderr)
+    for checkpoint in _known_checkpoints(args.config, found):
+        sys.stdout.write(to_line(checkpoint))
+    return 0
+
+
+def _read_audit(config, records: bool = True) -> tuple[list, list, list[tuple[int, int]]]:
+    """(partition, offset, value) of every audit record, the checkpoints on `audit-checkpoints`, and the
+    (partition, offset) of records there that are not checkpoints."""
     import asyncio
 
     from hallmark.cli import CommandError
-    from streams.auditlog import verify
-    from streams.topiclog import read_to_end
+    from schemas import PoisonMessage, parse_event
+    from schemas.events import AuditCheckpoint
+    from streams.topiclog import read_all
 
-    async def records():
-        return [(r.partition, r.offset, r.value) async for r in read_to_end(args.config.kafka_bootstrap, "audit")]
+    async def read():
+        rows = await read_all(config.kafka_bootstrap, "audit") if records else []
+        return [(r.partition, r.offset, r.value) for r in rows], await read_all(config.kafka_bootstrap,
+                                                                                 "audit-checkpoints")
 
     try:
-        report = verify(sorted(asyncio.run(records()), key=lambda r: (r[0], r[1])))
+        rows, raw = asyncio.run(read())
     except Exception as exc:  # the broker is down or unreachable
-        raise CommandError(f"cannot read the audit topic: {exc.__class__.__name__}: {exc}") from None
-    parts = ", ".join(f"partition {p}: {n}" for p, n in sorted(report.partitions.items())) or "empty"
-    if report.ok:
-        print(f"audit OK: {report.records} records, every chain intact ({parts})")
-        return 0
-    for b in report.breaks:
-        print(f"BROKEN audit partition {b.partition} at offset {b.offset}: {b.reason}", file=sys.stderr)
-    first = report.breaks[0]
-    raise CommandError(f"audit chain broken; first broken record: audit partition {first.partition} offset "
-                       f"{first.offset}")
+        raise CommandError(f"cannot read the audit topics: {exc.__class__.__name__}: {exc}") from None
+    found, junk = [], []
+    for r in raw:
+        try:
+            found.append(parse_event(r.value, expected=(AuditCheckpoint,)).payload)
+        except PoisonMessage:
+            junk.append((r.partition, r.offset))
+    return rows, found, junk
+
+
+def _known_checkpoints(config, found: list) -> list:
+    """The topic's checkpoints and the local file's, once each, by (partition, offset)."""
+    from streams.checkpoints import checkpoint_file
+
+    path = checkpoint_file(config)
+    both = found + (_checkpoint_file(path) if path.exists() else [])
+    unique = {(c.partition, c.offset, c.head_hash, c.signature): c for c in both}
+    return sorted(unique.values(), key=lambda c: (c.partition, c.offset, c.at))
+
+
+def _checkpoint_file(path: Path) -> list:
+    from hallmark.cli import CommandError
+    from streams.checkpoints import CheckpointFileError, read_file
+
+    try:
+        return read_file(path)
+    except CheckpointFileError as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"cannot read checkpoint file {path}: {exc.strerror or exc}") from None
+
+
+def _public_key(args: argparse.Namespace, needed: bool):
+    """The checkpoint key's public half: --public-key, else the `.pub` beside the key, else the key itself."""
+    from hallmark.cli import CommandError
+    from streams.checkpoints import key_path, load_public_key, public_path
+
+    private = key_path(args.config)
+    for path in [args.public_key] if args.public_key else [public_path(private), private]:
+        if Path(path).exists():
+            try:
+                return load_public_key(path)
+            except ValueError as exc:
+                raise CommandError(f"cannot load the checkpoint public key {path}: {exc}") from None
+    if needed:
+        raise CommandError(f"no checkpoint public key (looked for {args.public_key or public_path(private)}); "
+                           f"pass --public-key")
+    return None
 
 
 def _rebuild(args: argparse.Namespace) -> int:

@@ -1,6 +1,8 @@
-"""The audit processor: every message of every topic → `audit`, redacted, with a per-partition hash chain."""
+"""The audit processor: every message of every topic → `audit`, redacted, with a per-partition hash chain, and
+signed checkpoints of each chain's head → `audit-checkpoints` and the checkpoint file (docs/audit.md)."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -8,8 +10,17 @@ from typing import Sequence
 
 from schemas import TOPICS, AuditRecord, Event
 from schemas.events import AuditRecordPayload
-from streams.auditlog import GENESIS, AuditKeys, chain_hash, encrypt_prompts, prompt_hmac, redact
+from streams.auditlog import (
+    GENESIS,
+    AuditKeys,
+    chain_hash,
+    encrypt_prompts,
+    prompt_hmac,
+    redact,
+)
 from streams.base import Source, Stage, _id_or
+from streams.checkpointer import Cadence, Checkpointer, KafkaCheckpointSink
+from streams.checkpoints import FileSigner, checkpoint_file, key_path
 
 TAIL = 5000  # records per audit partition re-read at start: far more than one commit interval can leave unacked
 
@@ -26,6 +37,7 @@ class AuditStage(Stage):
     raw = True
 
     async def start(self) -> None:
+        """Restore each chain's head from the log, then start the checkpoint timer (`deps`: signer, checkpoint_sink)."""
         self.keys = self.deps.get("keys") or AuditKeys.load(self.settings.keys_dir)
         self.parts = TOPICS["audit"].partitions
         self.heads: dict[int, str] = {}
@@ -38,11 +50,33 @@ class AuditStage(Stage):
                 self.audited[key] = max(self.audited.get(key, -1), payload["source_offset"])
             except (ValueError, KeyError, TypeError):
                 continue  # `hallmark audit verify` reports it; new records chain onto the last good hash
+        self.checkpoints = Checkpointer(
+            self.deps.get("signer") or FileSigner.load(key_path(self.settings)), self.log,
+            self.deps.get("checkpoint_sink") or KafkaCheckpointSink(self.settings.kafka_bootstrap,
+                                                                    checkpoint_file(self.settings)),
+            Cadence(self.settings.audit_checkpoint_every, self.settings.audit_checkpoint_seconds,
+                    min(1.0, self.settings.audit_checkpoint_seconds)), self.parts)
+        self.checkpoints.restore(self.heads, await self._signed_heads())
+        self.timer = asyncio.get_running_loop().create_task(self.checkpoints.run())
+
+    async def _signed_heads(self) -> dict[int, str]:
+        """Each audit partition's head hash as its latest checkpoint on `audit-checkpoints` pins it."""
+        signed: dict[int, tuple[int, str]] = {}
+        async for rec in self.log.read("audit-checkpoints", tail=1):
+            try:
+                payload = json.loads(rec.value)["payload"]
+                p, offset, head = int(payload["partition"]), int(payload["offset"]), str(payload["head_hash"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if offset >= signed.get(p, (-1, ""))[0]:
+                signed[p] = (offset, head)
+        return {p: head for p, (_, head) in signed.items()}
 
     def partition_for(self, out: Event, source: Source) -> int | None:
         return source.partition % self.parts
 
     async def handle_raw(self, sources: Sequence[Source]) -> list[tuple[Event, Source]]:
+        self.checkpoints.acknowledged(self.heads)  # the runner awaited the last batch's records before this one
         heads, audited = dict(self.heads), dict(self.audited)  # committed only if the whole batch succeeds
         out = []
         for source in sources:
@@ -51,6 +85,8 @@ class AuditStage(Stage):
             out.append((self.record(source, heads), source))
             audited[(source.topic, source.partition)] = source.offset
         self.heads, self.audited = heads, audited
+        for record, source in out:
+            self.checkpoints.wrote(self.partition_for(record, source), record.payload.hash)
         return out
 
     def record(self, source: Source, heads: dict[int, str]) -> Event:
