@@ -35,10 +35,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-async def produce(bootstrap: str, events: list) -> None:
+async def produce(client, events: list) -> None:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(**client.aiokafka(), acks="all")
     await producer.start()
     try:
         for event in events:
@@ -47,10 +47,10 @@ async def produce(bootstrap: str, events: list) -> None:
         await producer.stop()
 
 
-async def events_of(bootstrap: str, ids: set[str]) -> dict[str, list]:
+async def events_of(client, ids: set[str]) -> dict[str, list]:
     found: dict[str, list] = defaultdict(list)
     for topic in TOPICS:
-        for record in await read_all(bootstrap, topic):
+        for record in await read_all(client, topic):
             try:
                 event = parse_event(record.value)
             except PoisonMessage:
@@ -71,14 +71,14 @@ def run(settings: HallmarkConfig, n: int, steps: int, timeout: float) -> int:
               for i in range(n)]
     ids = {e.request_id for e in events}
     started = time.monotonic()
-    asyncio.run(produce(settings.kafka_bootstrap, events))
+    asyncio.run(produce(settings.operator_client(), events))
     while True:
-        found = asyncio.run(events_of(settings.kafka_bootstrap, ids))
+        found = asyncio.run(events_of(settings.operator_client(), ids))
         done = {rid for rid, evs in found.items() if any(e.event_type == "outcome" for e in evs)}
         if len(done) == n or time.monotonic() - started > timeout:
             break
         time.sleep(2.0)
-    found = asyncio.run(events_of(settings.kafka_bootstrap, ids))  # topics were read one after another: read again
+    found = asyncio.run(events_of(settings.operator_client(), ids))  # topics were read one after another: read again
     lat: dict[str, list[float]] = defaultdict(list)
     statuses: dict[str, int] = defaultdict(int)
     first_in, last_out = None, None
@@ -123,7 +123,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="hallmark-bench-") as tmp:
         kafka = LocalKafka(Path(tmp) / "kafka", free_port()).start()
-        settings = HallmarkConfig.from_env(home=Path(tmp) / "home", kafka_bootstrap=kafka.bootstrap, database_url="")
+        settings = HallmarkConfig.from_env(home=Path(tmp) / "home", kafka_bootstrap=kafka.bootstrap, database_url="",
+                                           kafka_credentials_dir=kafka.credentials_dir)
         stack = Stack(settings)
         try:
             t0 = time.monotonic()

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from hallmark.config import KafkaClient
 from schemas.topics import TOPICS, Topic
 
 BROKER_DIR = Path(__file__).resolve().parent / "kafka"
@@ -65,15 +66,30 @@ log4j.logger.state.change.logger=WARN
 
 @dataclass
 class LocalKafka:
-    """One broker+controller process; everything it writes lives under `home`."""
+    """One broker+controller process; everything it writes lives under `home`. `secure`: SASL/SCRAM for every
+    client and ACLs (hallmark.kafka_security), with the principals' credentials in `credentials`."""
 
     home: Path
     port: int
     heap: str = "512m"
+    secure: bool = True
+    credentials: Path | None = None  # default: home/credentials
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def credentials_dir(self) -> Path:
+        return self.credentials or self.home / "credentials"
+
+    def admin(self) -> KafkaClient:
+        """The operator's connection: the admin principal on a secure broker."""
+        if not self.secure:
+            return KafkaClient(self.bootstrap)
+        from hallmark.kafka_security import ADMIN, client_for
+
+        return client_for(self.credentials_dir, self.bootstrap, ADMIN)
 
     @property
     def pid_file(self) -> Path:
@@ -84,14 +100,17 @@ class LocalKafka:
         return self.home / "logs" / "server.log"
 
     def _properties(self, controller_port: int) -> str:
+        from hallmark.kafka_security import sasl_properties
+
         data = self.home / "data"
-        return "\n".join([
-            "process.roles=broker,controller", "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
+        listeners = sasl_properties(self.port, controller_port, self.credentials_dir) if self.secure else [
             f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller_port}",
             f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names=CONTROLLER", "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"]
+        return "\n".join([
+            "process.roles=broker,controller", "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{controller_port}", *listeners,
             f"log.dirs={data}",
             # single node: internal topics cannot have more replicas than brokers, or transactions never start
             "offsets.topic.replication.factor=1", "offsets.topic.num.partitions=3",
@@ -144,9 +163,13 @@ class LocalKafka:
                "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true",
                f"-Dlog4j.configuration=file:{log4j}", f"-Dkafka.logs.dir={self.home / 'logs'}", "-cp", cp]
         if not (self.home / "data" / "meta.properties").exists():
+            from hallmark.kafka_security import format_args
+
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            scram = format_args(self.credentials_dir) if self.secure else []
             proc = subprocess.run(jvm + ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
-                                         "-c", str(props), "--ignore-formatted"], capture_output=True, text=True)
+                                         "-c", str(props), "--ignore-formatted", *scram],
+                                  capture_output=True, text=True)
             if proc.returncode != 0:
                 raise BrokerError(f"formatting KRaft storage failed: {proc.stderr[-2000:] or proc.stdout[-2000:]}")
         out = open(self.home / "logs" / "kafka.out", "ab")
@@ -171,7 +194,7 @@ class LocalKafka:
     async def _metadata_ok(self) -> bool:
         from aiokafka.admin import AIOKafkaAdminClient
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000)
+        admin = AIOKafkaAdminClient(**self.admin().aiokafka(), request_timeout_ms=3000)
         try:
             await admin.start()
             await admin.list_topics()
@@ -199,7 +222,7 @@ class LocalKafka:
 
     def ensure_topics(self, topics: dict[str, Topic] | None = None) -> list[str]:
         """Create the registry's topics that do not exist yet; returns the names created."""
-        return asyncio.run(ensure_topics(self.bootstrap, topics or TOPICS))
+        return asyncio.run(ensure_topics(self.admin(), topics or TOPICS))
 
 
 def process_alive(pid: int) -> bool:
@@ -227,11 +250,11 @@ def topic_configs(t: Topic) -> dict[str, str]:
     return configs
 
 
-async def ensure_topics(bootstrap: str, topics: dict[str, Topic]) -> list[str]:
+async def ensure_topics(client: KafkaClient | str, topics: dict[str, Topic]) -> list[str]:
     """Create missing topics with their partitions and retention (-1 keeps forever)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    admin = AIOKafkaAdminClient(**KafkaClient.of(client).aiokafka(), request_timeout_ms=15000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -257,11 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "fetch":
         print(f"Kafka jars in {fetch_jars()}")
         return 0
-    bootstrap = HallmarkConfig.from_env().kafka_bootstrap
+    config = HallmarkConfig.from_env()
+    bootstrap, client = config.kafka_bootstrap, config.operator_client()
     deadline = time.monotonic() + 120
     while True:  # in compose the broker may still be starting
         try:
-            created = asyncio.run(ensure_topics(bootstrap, TOPICS))
+            created = asyncio.run(ensure_topics(client, TOPICS))
             break
         except Exception as exc:  # connection refused / not ready yet
             if time.monotonic() > deadline:

@@ -7,7 +7,7 @@ import sys
 
 # Each module defines `register(subparsers)`; it must import nothing heavy at module import time
 # so that `hallmark generate` never loads Kafka clients and `hallmark up` never loads torch.
-COMMAND_MODULES = ("hallmark.ops", "generator.cli", "streams.cli", "safety.cli", "provenance.cli", "review_ui.cli")
+COMMAND_MODULES = ("hallmark.ops", "hallmark.tenants_cli", "generator.cli", "streams.cli", "safety.cli", "provenance.cli", "review_ui.cli")
 
 
 class CommandError(Exception):

@@ -23,11 +23,45 @@ class Ports:
 
 
 @dataclass(frozen=True)
+class KafkaClient:
+    """How one process connects to Kafka: as its principal over SASL/SCRAM, or without credentials."""
+
+    bootstrap: str
+    username: str = ""  # "" = no credentials (a broker without authentication, or one that will refuse us)
+    password: str = field(default="", repr=False)
+    mechanism: str = "SCRAM-SHA-512"
+
+    @classmethod
+    def of(cls, client: "KafkaClient | str") -> "KafkaClient":
+        """A bare bootstrap string means a connection without credentials."""
+        return client if isinstance(client, KafkaClient) else cls(client)
+
+    def aiokafka(self) -> dict:
+        """Keyword arguments for aiokafka's clients (and kafka-python's admin client)."""
+        if not self.username:
+            return {"bootstrap_servers": self.bootstrap}
+        return {"bootstrap_servers": self.bootstrap, "security_protocol": "SASL_PLAINTEXT",
+                "sasl_mechanism": self.mechanism, "sasl_plain_username": self.username,
+                "sasl_plain_password": self.password}
+
+
+def read_credentials(path: Path) -> tuple[str, str]:
+    """(username, password) from a credentials file (`{"username": …, "password": …}`, mode 0600)."""
+    import json
+
+    data = json.loads(path.read_text())
+    return str(data["username"]), str(data["password"])
+
+
+@dataclass(frozen=True)
 class HallmarkConfig:
     """Everything a process needs to find the others and its keys. `from_env` reads the HALLMARK_* variables."""
 
     home: Path = REPO_ROOT / "var"
     kafka_bootstrap: str = "127.0.0.1:19092"
+    kafka_principal: str = ""  # this process's Kafka principal (its credentials file is under kafka_credentials)
+    kafka_secure: bool = True  # the local broker authenticates (SASL/SCRAM) and authorizes (ACLs) every client
+    kafka_credentials_dir: Path | None = None  # one 0600 JSON file per principal; None = home/kafka-credentials
     database_url: str = ""  # "" = SQLite under home
     model_dir: str = ""  # "" = the embedded shapes model
     ports: Ports = field(default_factory=Ports)
@@ -52,6 +86,28 @@ class HallmarkConfig:
         return self.home / "keys"
 
     @property
+    def kafka_credentials(self) -> Path:
+        return self.kafka_credentials_dir or self.home / "kafka-credentials"
+
+    def operator_client(self) -> KafkaClient:
+        """Operator commands (`hallmark audit verify`, rebuilds, tenants) run as this process's principal if it
+        has one, else as the broker's admin (their host holds the admin credentials)."""
+        return self.kafka_client(self.kafka_principal or "admin")
+
+    def kafka_client(self, principal: str | None = None) -> KafkaClient:
+        """This process's (or `principal`'s) connection; without a credentials file it connects without any."""
+        name = self.kafka_principal if principal is None else principal
+        path = self.kafka_credentials / f"{name}.json"
+        if not (self.kafka_secure and name and path.is_file()):
+            return KafkaClient(self.kafka_bootstrap)
+        username, password = read_credentials(path)
+        return KafkaClient(self.kafka_bootstrap, username, password)
+
+    @property
+    def tenants_file(self) -> Path:
+        return self.home / "tenants.json"
+
+    @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'hallmark.db'}"
 
@@ -70,6 +126,9 @@ class HallmarkConfig:
         xdg = Path(env["XDG_CACHE_HOME"]) / "hallmark" if env.get("XDG_CACHE_HOME") else base.cache_dir
         config = cls(
             home=Path(get("HALLMARK_HOME", base.home)), kafka_bootstrap=get("HALLMARK_KAFKA", base.kafka_bootstrap),
+            kafka_principal=get("HALLMARK_KAFKA_PRINCIPAL", ""),
+            kafka_secure=get("HALLMARK_KAFKA_SECURE", "1") not in ("0", "false", "no"),
+            kafka_credentials_dir=path("HALLMARK_KAFKA_CREDENTIALS"),
             database_url=get("HALLMARK_DATABASE_URL", ""), model_dir=get("HALLMARK_MODEL_DIR", ""),
             ports=Ports(int(get("HALLMARK_API_PORT", base.ports.api)), int(get("HALLMARK_VERIFY_PORT",
                         base.ports.verify)), int(get("HALLMARK_REVIEW_PORT", base.ports.review))),
@@ -86,6 +145,8 @@ class HallmarkConfig:
     def to_env(self) -> dict[str, str]:
         """This config as the variables `from_env` reads, for the child processes of `hallmark up`."""
         values = {"HALLMARK_HOME": self.home, "HALLMARK_KAFKA": self.kafka_bootstrap,
+                  "HALLMARK_KAFKA_PRINCIPAL": self.kafka_principal, "HALLMARK_KAFKA_SECURE": int(self.kafka_secure),
+                  "HALLMARK_KAFKA_CREDENTIALS": self.kafka_credentials_dir or "",
                   "HALLMARK_DATABASE_URL": self.database_url, "HALLMARK_MODEL_DIR": self.model_dir,
                   "HALLMARK_API_PORT": self.ports.api, "HALLMARK_VERIFY_PORT": self.ports.verify,
                   "HALLMARK_REVIEW_PORT": self.ports.review, "HALLMARK_C2PA_KEY": self.c2pa_key or "",

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hallmark.broker import LocalKafka, ensure_topics, port_open, process_alive
@@ -22,6 +22,7 @@ class Service:
     name: str
     argv: tuple[str, ...]
     port: int | None = None  # web servers: ready when it listens
+    principal: str = ""  # its Kafka principal; "" = no broker access (the public verification server)
 
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}" if self.port else ""
@@ -33,16 +34,21 @@ def hallmark_argv(*args: str) -> tuple[str, ...]:
 
 
 def web_services(ports: Ports) -> list[Service]:
-    services = [Service("api", (sys.executable, "-m", "streams.api", "--port", str(ports.api)), ports.api),
+    from streams.acls import API, CONSOLE
+
+    services = [Service("api", (sys.executable, "-m", "streams.api", "--port", str(ports.api)), ports.api, API),
                 Service("verify", hallmark_argv("provenance", "serve", "--port", str(ports.verify)), ports.verify)]
     if importlib.util.find_spec("review_ui.cli") is not None:  # the reviewer console, once it exists
         services.append(Service("review-ui", hallmark_argv("review", "serve", "--port", str(ports.review)),
-                                ports.review))
+                                ports.review, CONSOLE))
     return services
 
 
 def stage_services() -> list[Service]:
-    return [Service(name, (sys.executable, "-m", "streams.run", name)) for name in STAGES]
+    from streams.acls import stage_principal
+
+    return [Service(name, (sys.executable, "-m", "streams.run", name), principal=stage_principal(name))
+            for name in STAGES]
 
 
 @dataclass
@@ -65,10 +71,25 @@ class Stack:
         host, port = self.settings.kafka_bootstrap.rsplit(":", 1)
         if host not in ("127.0.0.1", "localhost"):
             raise ValueError(f"HALLMARK_KAFKA={self.settings.kafka_bootstrap} is not local; start that broker yourself")
-        return LocalKafka(self.settings.home / "kafka", int(port))
+        return LocalKafka(self.settings.home / "kafka", int(port), secure=self.settings.kafka_secure,
+                          credentials=self.settings.kafka_credentials)
 
-    def env(self) -> dict[str, str]:
-        return process_env(self.settings)
+    def env(self, service: Service) -> dict[str, str]:
+        return process_env(replace(self.settings, kafka_principal=service.principal))
+
+    def provision(self) -> None:
+        """Topics (the registry's and every tenant's), each principal's credentials and ACLs; idempotent."""
+        from hallmark.tenants import TenantRegistry
+        from streams.acls import grants
+
+        admin = self.settings.operator_client()
+        tenants = list(TenantRegistry.load(self.settings.tenants_file).tenants.values())
+        topics = {**TOPICS, **{t.topic: replace(TOPICS["requests"], name=t.topic) for t in tenants}}
+        asyncio.run(ensure_topics(admin, topics))
+        if self.settings.kafka_secure:
+            from hallmark.kafka_security import apply_grants
+
+            apply_grants(admin, self.settings.kafka_credentials, grants(tenants))
 
     def pid(self, name: str) -> int | None:
         try:
@@ -87,7 +108,7 @@ class Stack:
         (self.run_dir / f"{service.name}.ready").unlink(missing_ok=True)
         with open(self.log_dir / f"{service.name}.log", "ab") as log:
             proc = subprocess.Popen(service.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=self.env(), start_new_session=True)
+                                    env=self.env(service), start_new_session=True)
         (self.run_dir / f"{service.name}.pid").write_text(str(proc.pid))
         return True
 
@@ -143,7 +164,7 @@ class Stack:
         if with_kafka:
             kafka = self.kafka().start()
             where["kafka"] = kafka.bootstrap
-        asyncio.run(ensure_topics(self.settings.kafka_bootstrap, TOPICS))
+        self.provision()
         stages = stage_services() if stages is None else stages
         web = web_services(self.ports) if web is None else web
         for service in stages + web:

@@ -17,6 +17,7 @@ from sqlmodel import Field, Session, SQLModel, select
 
 from hallmark.config import HallmarkConfig
 from hallmark.db import create_tables
+from hallmark.tenants import TenantRegistry
 from hallmark.web import HttpError, error_response, invalid, read_body
 from provenance.store import BlobStore
 from schemas import RequestSubmitted, new_event_id, producer_for
@@ -26,8 +27,8 @@ from streams.kafkaio import make_producer
 from streams.readmodels import AssetRow, RequestRow, open_readmodels
 
 MAX_BODY = 1024 * 1024
-USER_FIELDS = {"prompt", "negative_prompt", "width", "height", "steps", "guidance", "seed", "n", "sampler", "model",
-               "region"}
+USER_FIELDS = {"prompt", "negative_prompt", "width", "height", "steps", "guidance", "seed", "n", "sampler", "model"}
+# not `region`: a tenant's region and tier come from the tenant registry, so no caller can pick a laxer policy
 
 
 class AcceptedRequest(SQLModel, table=True):
@@ -48,6 +49,7 @@ def error(status: int, reason: str, **extra: Any) -> JSONResponse:
 
 def create_app(settings: HallmarkConfig) -> FastAPI:
     keys = ApiKeys.load(settings.home / "api-keys.json")
+    tenants = TenantRegistry.load(settings.tenants_file)
     engine = open_readmodels(settings.db_url)
     create_tables(engine, [AcceptedRequest.__table__])
     blobs = BlobStore(settings.blob_dir)
@@ -55,7 +57,7 @@ def create_app(settings: HallmarkConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        producer = make_producer(settings.kafka_bootstrap)
+        producer = make_producer(settings.kafka_client())
         await producer.start()
         state["producer"] = producer
         try:
@@ -86,7 +88,11 @@ def create_app(settings: HallmarkConfig) -> FastAPI:
         unknown = sorted(set(data) - USER_FIELDS)
         if unknown:
             return error(422, f"unknown fields: {', '.join(unknown)}")
+        registered = tenants.get(tenant)
+        if registered is None:
+            return error(403, "this API key's tenant is not registered (hallmark tenants add)")
         digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        data["region"] = registered.region
         if data.get("seed") is None:
             data["seed"] = random.randrange(2**31)  # concrete from here on, so a replay repeats the image
         try:

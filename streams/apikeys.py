@@ -40,5 +40,16 @@ class ApiKeys:
                 found = tenant
         return found
 
+    def add(self, tenant: str) -> str:
+        """A new key for `tenant`, saved at once (0600); the API reads the file when it starts."""
+        key = f"hm_{secrets.token_urlsafe(24)}"
+        self.keys[key] = tenant
+        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"keys": self.keys}, f, indent=2)
+        os.replace(tmp, self.path)
+        return key
+
     def dev_key(self) -> str | None:
         return next((k for k, t in self.keys.items() if t == DEV_TENANT), None)

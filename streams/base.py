@@ -8,80 +8,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, ClassVar, Protocol, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
 
 from hallmark.config import HallmarkConfig
-from schemas import DeadLetter, Event, Outcome, OutcomeStatus, PoisonMessage, Producer, parse_event, producer_for
+from schemas import DeadLetter, Event, Outcome, OutcomeStatus, PoisonMessage, Producer, producer_for
 from schemas.events import DeadLetterPayload, OutcomePayload
+from streams.logs import FirstSeen, KafkaLog, Log, MemoryLog, Record, TopicIndex  # noqa: F401 (the stage API)
 
 
-@dataclass(frozen=True)
-class Record:
-    """One message of a topic's log."""
+def admitted(event: Event, topic: str) -> Event:
+    """The event, if its topic may carry it: on a tenant's `requests.<tenant>` only that tenant's requests."""
+    from hallmark.tenants import tenant_of_topic
 
-    partition: int
-    offset: int
-    value: bytes
-    key: bytes | None = None
-
-
-class Log(Protocol):
-    """Read access to the topics' logs, for state a stage rebuilds at start."""
-
-    def read(self, topic: str, tail: int | None = None) -> AsyncIterator[Record]:
-        """Every record of `topic` up to its current end (per partition, in offset order; only the last `tail`)."""
-
-
-@dataclass(frozen=True)
-class KafkaLog:
-    bootstrap: str
-
-    async def read(self, topic: str, tail: int | None = None) -> AsyncIterator[Record]:
-        from streams.topiclog import read_to_end
-
-        async for r in read_to_end(self.bootstrap, topic, tail=tail):
-            yield Record(r.partition, r.offset, r.value or b"", r.key)
-
-
-@dataclass
-class MemoryLog:
-    """Topics held in memory (tests, contract runs): topic → records."""
-
-    topics: dict[str, list[Record]] = field(default_factory=dict)
-
-    def append(self, topic: str, value: bytes, partition: int = 0, key: bytes | None = None) -> Record:
-        records = self.topics.setdefault(topic, [])
-        record = Record(partition, sum(1 for r in records if r.partition == partition), value, key)
-        records.append(record)
-        return record
-
-    async def read(self, topic: str, tail: int | None = None) -> AsyncIterator[Record]:
-        records = sorted(self.topics.get(topic, []), key=lambda r: (r.partition, r.offset))
-        for r in records:
-            if tail is None or r.offset >= sum(1 for x in records if x.partition == r.partition) - tail:
-                yield r
-
-
-class FirstSeen:
-    """Which event first claimed a key in a topic's log; rebuilt from the topic at start, so it survives crashes."""
-
-    def __init__(self, topic: str, key_of):
-        self.topic, self.key_of = topic, key_of
-        self.claims: dict[str, str] = {}
-
-    async def load(self, log: Log) -> "FirstSeen":
-        async for record in log.read(self.topic):
-            try:
-                event = parse_event(record.value)
-            except PoisonMessage:
-                continue
-            self.claims.setdefault(self.key_of(event), str(event.event_id))
-        return self
-
-    def claim(self, key: str, event_id: str) -> bool:
-        """True when `event_id` is (or now becomes) the first for `key`."""
-        return self.claims.setdefault(key, event_id) == event_id
+    tenant = tenant_of_topic(topic)
+    if tenant is not None and event.tenant_id != tenant:
+        raise PoisonMessage("tenant_mismatch: the request names another tenant than its topic's")
+    return event
 
 
 def outcome(event: Event, producer: Producer, status: OutcomeStatus, reason: str, **fields: Any) -> Event:
@@ -104,6 +47,8 @@ class Stage:
 
     name: ClassVar[str]
     sources: ClassVar[tuple[str, ...]]
+    writes: ClassVar[tuple[str, ...]] = ()  # besides `outcomes` and `dlq` (flow stages): its broker ACLs
+    reads: ClassVar[tuple[str, ...]] = ()  # topics it looks things up in through its `log` (besides `outcomes`)
     batch_size: ClassVar[int] = 1
     batch_within_s: ClassVar[float] = 0.05
     in_flow: ClassVar[bool] = True  # a stage error ends the request `failed`; observers only dead-letter
@@ -112,8 +57,15 @@ class Stage:
     def __init__(self, settings: HallmarkConfig, log: Log | None = None, **deps: Any):
         """`deps` replace what `start` would load (gates, models, stores): tests pass fakes this way."""
         self.settings, self.deps = settings, deps
-        self.log: Log = log or KafkaLog(settings.kafka_bootstrap)
+        self.log: Log = log or KafkaLog(settings.kafka_client())
         self.producer = producer_for(self.name)
+        self.outcomes = FirstSeen("outcomes", key_of=lambda e: e.request_id,  # the first terminal outcome wins
+                                  value_of=lambda e: f"{e.payload.status.value}:{e.event_id}")
+
+    def terminal(self, request_id: str) -> str | None:
+        """The request's terminal status, if it has one (as far as this process has caught up)."""
+        first = self.outcomes.claims.get(request_id)
+        return first.split(":", 1)[0] if first else None
 
     async def start(self) -> None:
         """Load models and state before the first message."""

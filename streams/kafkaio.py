@@ -5,22 +5,23 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from hallmark.config import KafkaClient
 from schemas import TOPICS, Event, parse_event, topic_for
 
 SEND_TIMEOUT_MS = 15000
 
 
-def make_producer(bootstrap: str) -> AIOKafkaProducer:
+def make_producer(client: KafkaClient | str) -> AIOKafkaProducer:
     """An idempotent producer that waits for every in-sync replica (acks=all); the caller starts and stops it."""
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+    return AIOKafkaProducer(**KafkaClient.of(client).aiokafka(), acks="all", enable_idempotence=True,
                             request_timeout_ms=SEND_TIMEOUT_MS)
 
 
 class EventSender:
     """One producer, started on first use and restarted after a failure; safe to share across requests."""
 
-    def __init__(self, bootstrap: str):
-        self.bootstrap = bootstrap
+    def __init__(self, client: KafkaClient | str):
+        self.client = client
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
 
@@ -28,7 +29,7 @@ class EventSender:
         """Returns once the broker acknowledged the event on its topic; raises if it could not."""
         async with self._lock:
             if self._producer is None:
-                producer = make_producer(self.bootstrap)
+                producer = make_producer(self.client)
                 try:
                     await producer.start()
                 except Exception:
@@ -51,10 +52,11 @@ class EventSender:
                 pass
 
 
-async def read_event_at(bootstrap: str, topic: str, partition: int, offset: int, timeout_s: float = 10.0) -> Event:
+async def read_event_at(client: KafkaClient | str, topic: str, partition: int, offset: int,
+                        timeout_s: float = 10.0) -> Event:
     """The event at (partition, offset) of `topic`; LookupError if it is gone (retention) or unreadable."""
     tp = TopicPartition(topic, partition)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+    consumer = AIOKafkaConsumer(**KafkaClient.of(client).aiokafka(), enable_auto_commit=False, group_id=None,
                                 isolation_level="read_committed")
     await consumer.start()
     try:

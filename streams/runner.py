@@ -6,7 +6,8 @@ import os
 from typing import Awaitable, Protocol
 
 from schemas import TOPICS, Event, Outcome, OutcomeStatus, PoisonMessage, parse_event, topic_for
-from streams.base import FirstSeen, Source, Stage, dead_letter, outcome
+from schemas.topics import subscription, topic_named
+from streams.base import Source, Stage, admitted, dead_letter, outcome
 
 log = logging.getLogger("hallmark.streams")
 
@@ -30,7 +31,7 @@ class Runner:
 
     def __init__(self, stage: Stage, sink: Sink):
         self.stage, self.sink = stage, sink
-        self.outcomes = FirstSeen("outcomes", key_of=lambda e: e.request_id)
+        self.outcomes = stage.outcomes
         self._started = False
 
     async def prepare(self) -> None:
@@ -67,7 +68,8 @@ class Runner:
             sources = []
         for source in sources:
             try:
-                event = parse_event(source.value, expected=TOPICS[source.topic].event_types)
+                event = admitted(parse_event(source.value, expected=topic_named(source.topic).event_types),
+                                 source.topic)
             except PoisonMessage as exc:
                 log.warning("dead-letter %s[%d]@%d: %s", source.topic, source.partition, source.offset, exc.reason)
                 outputs.append((dead_letter(self.stage.name, source, exc.reason), source))
@@ -109,7 +111,7 @@ class Runner:
             return [outs]
 
     async def send(self, out: Event, source: Source):
-        if out.event_type == Outcome.event_type_name and not self.outcomes.claim(out.request_id, str(out.event_id)):
+        if isinstance(out, Outcome) and not self.outcomes.claim_event(out):
             log.info("request %s already has a terminal outcome; dropping %s", out.request_id, out.payload.status.value)
             return None
         return await self.sink.send(topic_for(out.event_type).name, out.key(), out.to_bytes(),
@@ -118,12 +120,16 @@ class Runner:
 
 def build_app(stage: Stage) -> tuple:
     """The Faust app of one stage (its own consumer group `hallmark-<stage>`) and the runner feeding the stage."""
+    import re
+
     import faust
 
-    settings = stage.settings
+    settings, client = stage.settings, stage.settings.kafka_client()
+    credentials = faust.SASLCredentials(username=client.username, password=client.password,
+                                        mechanism=client.mechanism) if client.username else None
     (settings.home / "faust" / stage.name).mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        f"hallmark-{stage.name}", broker=f"kafka://{settings.kafka_bootstrap}",
+        f"hallmark-{stage.name}", broker=f"kafka://{settings.kafka_bootstrap}", broker_credentials=credentials,
         processing_guarantee="at_least_once",  # see docs/spine.md for why not Faust's exactly_once
         store="memory://", web_enabled=False, topic_allow_declare=False, topic_disable_leader=True,
         autodiscover=False, datadir=str(settings.home / "faust" / stage.name),
@@ -132,7 +138,7 @@ def build_app(stage: Stage) -> tuple:
         stream_wait_empty=False, consumer_max_fetch_size=4 * 1024 * 1024,
     )
     runner = Runner(stage, FaustSink(app))
-    source = app.topic(*stage.sources, key_serializer="raw", value_serializer="raw")
+    source = app.topic(pattern=re.compile(subscription(stage.sources)), key_serializer="raw", value_serializer="raw")
     app.agent(source, name=f"hallmark-{stage.name}")(runner.agent)
     return app, runner
 

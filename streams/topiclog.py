@@ -6,14 +6,16 @@ from typing import AsyncIterator
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from hallmark.config import KafkaClient
 
-async def read_to_end(bootstrap: str, topic: str, start: dict[int, int] | None = None,
+
+async def read_to_end(client: KafkaClient | str, topic: str, start: dict[int, int] | None = None,
                       tail: int | None = None) -> AsyncIterator[ConsumerRecord]:
     """Every record of `topic` (per partition, in offset order) up to the end offsets seen when called.
 
     `start` maps partition → first offset (default 0); `tail` reads only each partition's last `tail` records.
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+    consumer = AIOKafkaConsumer(**KafkaClient.of(client).aiokafka(), enable_auto_commit=False, group_id=None,
                                 auto_offset_reset="earliest", isolation_level="read_committed")
     await consumer.start()
     try:
@@ -50,5 +52,5 @@ async def read_to_end(bootstrap: str, topic: str, start: dict[int, int] | None =
         await consumer.stop()
 
 
-async def read_all(bootstrap: str, topic: str, **kwargs) -> list[ConsumerRecord]:
-    return [r async for r in read_to_end(bootstrap, topic, **kwargs)]
+async def read_all(client: KafkaClient | str, topic: str, **kwargs) -> list[ConsumerRecord]:
+    return [r async for r in read_to_end(client, topic, **kwargs)]

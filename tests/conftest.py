@@ -37,11 +37,16 @@ class Spine:
     def bootstrap(self) -> str:
         return self.settings.kafka_bootstrap
 
-    def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None:
-        from aiokafka import AIOKafkaProducer
+    @property
+    def admin(self):
+        """The broker's admin principal: the tests stand in for upstream stages with it."""
+        return self.settings.operator_client()
+
+    def produce(self, topic: str, value: bytes, key: bytes | None = None, client=None) -> None:
+        from streams.kafkaio import make_producer
 
         async def go():
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+            producer = make_producer(client or self.admin)
             await producer.start()
             try:
                 await producer.send_and_wait(topic, value, key=key)
@@ -51,14 +56,20 @@ class Spine:
         asyncio.run(go())
 
     def produce_event(self, event) -> None:
-        from schemas import topic_for
+        """As the stage that writes it would; a request as its tenant, on the tenant's own topic."""
+        from hallmark.tenants import Tenant
+        from schemas import RequestSubmitted, topic_for
 
+        if isinstance(event, RequestSubmitted):
+            tenant = Tenant(event.tenant_id)
+            self.produce(tenant.topic, event.to_bytes(), event.key(), self.settings.kafka_client(tenant.principal))
+            return
         self.produce(topic_for(event.event_type).name, event.to_bytes(), event.key())
 
     def records(self, topic: str) -> list:
         from streams.topiclog import read_all
 
-        return asyncio.run(read_all(self.bootstrap, topic))
+        return asyncio.run(read_all(self.admin, topic))
 
     def events(self, topic: str, request_id: str | None = None) -> list:
         from schemas import PoisonMessage, parse_event
@@ -106,17 +117,25 @@ class Spine:
                             timeout=30.0)
 
 
+TEST_TENANTS = ("kafka-tenant", "acme")  # besides `dev`: Kafka submitters of the tests, each with its own topic
+
+
 @pytest.fixture(scope="session")
 def spine(kafka, tmp_path_factory):
     """Every stage as its own process plus the submission API, against the session's broker."""
     from hallmark.broker import free_port
     from hallmark.config import HallmarkConfig, Ports
     from hallmark.stack import Stack, stage_services, web_services
+    from hallmark.tenants import Tenant, TenantRegistry
     from streams.apikeys import ApiKeys
 
     home = tmp_path_factory.mktemp("home")
     ports = Ports(api=free_port(), verify=free_port(), review=free_port())
-    settings = HallmarkConfig.from_env(home=home, kafka_bootstrap=kafka.bootstrap, database_url="", ports=ports)
+    settings = HallmarkConfig.from_env(home=home, kafka_bootstrap=kafka.bootstrap, database_url="", ports=ports,
+                                       kafka_credentials_dir=kafka.credentials_dir)
+    registry = TenantRegistry.load(settings.tenants_file)
+    for tenant in TEST_TENANTS:
+        registry.add(Tenant(tenant))
     stack = Stack(settings)
     web = [s for s in web_services(ports) if s.name == "api"]
     try:

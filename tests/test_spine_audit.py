@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
 def hallmark(spine, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HALLMARK_HOME": str(spine.settings.home), "HALLMARK_KAFKA": spine.bootstrap}
+    env = {**os.environ, **spine.settings.to_env()}
     return subprocess.run(hallmark_argv(*args), env=env, capture_output=True, text=True,
                           timeout=120)
 

@@ -10,11 +10,11 @@ from schemas import TOPICS
 pytestmark = pytest.mark.kafka
 
 
-async def describe(bootstrap: str) -> dict[str, tuple[int, str]]:
+async def describe(client) -> dict[str, tuple[int, str]]:
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client.aiokafka())
     await admin.start()
     try:
         meta = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(list(TOPICS))}
@@ -30,7 +30,7 @@ async def describe(bootstrap: str) -> dict[str, tuple[int, str]]:
 
 
 def test_topics_follow_the_registry(kafka):
-    found = asyncio.run(describe(kafka.bootstrap))
+    found = asyncio.run(describe(kafka.admin()))
     for name, topic in TOPICS.items():
         assert found[name] == (topic.partitions, str(topic.retention_ms)), name
     assert found["audit"][1] == "-1"
@@ -50,7 +50,7 @@ def test_transactions_work_on_the_single_node(kafka):
     from streams.topiclog import read_all
 
     async def go():
-        producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, transactional_id="broker-test")
+        producer = AIOKafkaProducer(**kafka.admin().aiokafka(), transactional_id="broker-test")
         await producer.start()
         try:
             async with producer.transaction():
@@ -58,7 +58,7 @@ def test_transactions_work_on_the_single_node(kafka):
         finally:
             await producer.stop()
         for _ in range(40):  # the commit marker reaches the partition a moment after commit returns
-            values = [r.value for r in await read_all(kafka.bootstrap, "dlq")]
+            values = [r.value for r in await read_all(kafka.admin(), "dlq")]
             if b"txn-probe" in values:
                 break
             await asyncio.sleep(0.25)

@@ -46,11 +46,12 @@ def name(request) -> str:
     return request.param
 
 
-def build(name: str, tmp_path, failing: bool = False, log: MemoryLog | None = None):
+def build(name: str, tmp_path, failing: bool = False):
+    """The stage with its fakes, and one valid input (what it presupposes is in the stage's log)."""
     config = HallmarkConfig(home=tmp_path / "home", kafka_bootstrap="127.0.0.1:9")
-    blobs = BlobStore(config.blob_dir)
-    stage = stage_class(name)(config, log or MemoryLog(), **CASES[name].deps(blobs, failing))
-    return stage, blobs
+    blobs, log = BlobStore(config.blob_dir), MemoryLog()
+    stage = stage_class(name)(config, log, **CASES[name].deps(blobs, failing))
+    return stage, CASES[name].event(blobs, log)
 
 
 def run(stage, sources: list[Source]) -> list:
@@ -67,7 +68,8 @@ def run(stage, sources: list[Source]) -> list:
 
 
 def source_of(name: str, event) -> Source:
-    topic = next(t for t in STAGES_SOURCES[name] if type(event) in TOPICS[t].event_types)
+    topic = next(t for t in STAGES_SOURCES[name] if type(event) in TOPICS[t].event_types)  # the first topic of its
+    # type a stage reads: every stage here reads one topic per event type
     return Source(topic, 0, 0, event.key(), event.to_bytes())
 
 
@@ -81,8 +83,7 @@ def stable(event) -> dict:
 
 
 def test_outputs_answer_their_input(name, tmp_path):
-    stage, blobs = build(name, tmp_path)
-    event = CASES[name].event(blobs)
+    stage, event = build(name, tmp_path)
     outputs = run(stage, [source_of(name, event)])
     assert sorted({e.event_type for _, e in outputs}) == sorted(CASES[name].emits)
     for topic, out in outputs:
@@ -93,8 +94,8 @@ def test_outputs_answer_their_input(name, tmp_path):
 
 
 def test_a_redelivered_input_gives_the_same_events_again(name, tmp_path):
-    stage, blobs = build(name, tmp_path)
-    source = source_of(name, CASES[name].event(blobs))
+    stage, event = build(name, tmp_path)
+    source = source_of(name, event)
     first = run(stage, [source])
     again = run(stage, [source])  # the same offset again, after a restart that found the first outputs logged
     expected = [] if CASES[name].replay_dedupes else [(t, stable(e)) for t, e in first if t != "outcomes"]
@@ -118,7 +119,6 @@ def test_poison_never_crashes_and_flow_stages_dead_letter_it(name, tmp_path):
 
 @pytest.mark.parametrize("name", [n for n in sorted(STAGES) if CASES[n].gate])
 def test_a_gate_that_raises_routes_to_review(name, tmp_path):
-    stage, blobs = build(name, tmp_path, failing=True)
-    event = CASES[name].event(blobs)
+    stage, event = build(name, tmp_path, failing=True)
     (topic, verdict), = run(stage, [source_of(name, event)])
     assert verdict.payload.verdict.decision.value == "review" and verdict.payload.verdict.stage == "error"

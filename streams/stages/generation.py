@@ -26,6 +26,7 @@ def requests_for(event: Event) -> list[GenerationRequest]:
 class GenerationStage(Stage):
     name = "generation"
     sources = ("jobs",)
+    writes = ("images",)
     batch_size = 8
     batch_within_s = 0.3
 

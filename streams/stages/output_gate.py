@@ -18,6 +18,7 @@ GATE_TIMEOUT_S = 60.0
 class OutputGateStage(Stage):
     name = "output-gate"
     sources = ("images",)
+    writes = ("image-verdicts",)
     batch_size = 8
 
     async def start(self) -> None:

@@ -12,7 +12,8 @@ from sqlmodel import Session, SQLModel
 from hallmark.config import HallmarkConfig
 from hallmark.db import create_tables, engine_for
 from schemas import TOPICS, AssetPublished, Event, PoisonMessage, parse_event
-from streams.base import Source, Stage
+from schemas.topics import topic_named
+from streams.base import Source, Stage, admitted
 from streams.readmodels import TABLES, apply
 
 SOURCES = tuple(name for name in TOPICS if name not in ("audit", "dlq"))
@@ -26,7 +27,8 @@ def parse_records(records: Iterable[Record]) -> list[tuple[Event, int, int]]:
     events = []
     for topic, partition, offset, value in records:
         try:
-            events.append((parse_event(value, expected=TOPICS[topic].event_types), partition, offset))
+            events.append((admitted(parse_event(value, expected=topic_named(topic).event_types), topic), partition,
+                           offset))
         except PoisonMessage:
             continue
     return events

@@ -10,6 +10,7 @@ from streams.base import Source, Stage, outcome
 class RouterStage(Stage):
     name = "router"
     sources = ("prompt-verdicts", "image-verdicts")
+    writes = ("jobs", "review-tasks")
 
     async def start(self) -> None:
         from safety.policy import load_pack
