@@ -81,7 +81,7 @@ class Console:
         self.claims = ClaimStore(self.engine, config.lease_s, clock)
         self.users = UserStore(self.engine)
         self.sessions = SessionStore(self.engine, config.session_idle_s, config.session_absolute_s, clock)
-        self.sender = EventSender(settings.kafka_bootstrap)
+        self.sender = EventSender(settings.kafka_client())
         self.blobs = BlobStore(settings.blob_dir)
         self.throttle = LoginThrottle(self.engine, config.login_throttle, clock)
 
@@ -228,7 +228,7 @@ class Console:
         if self.claims.live_claim(user.name, task_id) is None or not token:
             raise ConsoleError(409, "you do not hold a live claim on this task (claim it first)")
         try:
-            task = await read_event_at(self.settings.kafka_bootstrap, "review-tasks", row.task_partition,
+            task = await read_event_at(self.settings.kafka_client(), "review-tasks", row.task_partition,
                                        row.task_offset)
         except LookupError as exc:
             raise ConsoleError(410, str(exc)) from None
