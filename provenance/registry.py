@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sqlmodel import Field, Session, SQLModel, create_engine, select
@@ -32,6 +32,10 @@ class AssetRecord(SQLModel, table=True):
     pdq_views: str = ""  # PDQ of fingerprint.VIEWS of the published pixels: space-separated hex
     pdq_quality: int = -1  # PDQ's quality score, 0–100; -1 unknown
     created_at: dt.datetime
+    seq: int = Field(default=0, index=True)  # wall clock (ns) of the upsert: readers fetch only what changed
+
+
+_SEQ_OVERLAP_NS = 5_000_000_000  # a writer's clock may run this far behind another's
 
 
 def _hex_words(hex_values: list[str]) -> np.ndarray:
@@ -39,15 +43,36 @@ def _hex_words(hex_values: list[str]) -> np.ndarray:
     return np.frombuffer(bytes.fromhex("".join(hex_values)), ">u8").astype(np.uint64)
 
 
-@dataclass(frozen=True)
-class _Snapshot:
-    """The watermark column and the PDQ index held in memory for searches, with what they were read at."""
+@dataclass
+class _Memory:
+    """The watermark column (as words) and the PDQ index held in memory for searches, and how fresh they are."""
 
-    ids: list[str]
-    words: np.ndarray
-    pdq: PdqIndex
-    rows: int
-    read_at: float
+    ids: list[str] = field(default_factory=list)
+    position: dict[str, int] = field(default_factory=dict)
+    words: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    pdq: PdqIndex = field(default_factory=PdqIndex)
+    rows: int = 0
+    seq: int = 0
+    loaded_at: float = field(default_factory=time.monotonic)
+    polled_at: float = float("-inf")
+
+    def apply(self, rows: list[tuple[str, str, str, int]]) -> None:
+        """Add or replace (asset id, watermark hex, PDQ hex, seq) rows."""
+        fresh_ids, fresh_words = [], []
+        words = self.words.copy() if any(i in self.position for i, *_ in rows) else self.words
+        for asset_id, mark, _, _ in rows:
+            if mark and len(mark) == 16:
+                if asset_id in self.position:
+                    words[self.position[asset_id]] = _hex_words([mark])[0]
+                else:
+                    self.position[asset_id] = len(self.ids) + len(fresh_ids)
+                    fresh_ids.append(asset_id)
+                    fresh_words.append(mark)
+        self.words = np.concatenate([words, _hex_words(fresh_words)]) if fresh_words else words
+        self.ids = self.ids + fresh_ids  # a new list: a search holding the old one stays consistent
+        hashed = [(i, p) for i, _, p, _ in rows if p and len(p) == 64]
+        self.pdq.add([i for i, _ in hashed], [p for _, p in hashed])
+        self.seq = max([self.seq, *(q for *_, q in rows)])
 
 
 @dataclass(frozen=True)
@@ -63,14 +88,15 @@ def _drop_outdated_table(engine) -> None:
     inspector = inspect(engine)
     if AssetRecord.__tablename__ in inspector.get_table_names():
         columns = {c["name"] for c in inspector.get_columns(AssetRecord.__tablename__)}
-        if "pdq_quality" not in columns:
+        if "seq" not in columns:
             AssetRecord.__table__.drop(engine)
 
 
 class AssetRegistry:
     """Upserts and lookups over the `provenance_assets` table (SQLite or PostgreSQL)."""
 
-    def __init__(self, db_url: str, blobs: BlobStore | None = None, cache_seconds: float = 300.0):
+    def __init__(self, db_url: str, blobs: BlobStore | None = None, cache_seconds: float = 300.0,
+                 poll_seconds: float = 1.0):
         connect_args = {"check_same_thread": False} if db_url.startswith("sqlite") else {}
         if db_url.startswith("sqlite:///"):
             from pathlib import Path
@@ -78,8 +104,9 @@ class AssetRegistry:
             Path(db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(db_url, connect_args=connect_args)
         self.blobs = blobs
-        self.cache_seconds = cache_seconds
-        self._snapshot: _Snapshot | None = None
+        self.cache_seconds = cache_seconds  # a full re-read at least this often (deletions, clock skew)
+        self.poll_seconds = poll_seconds  # other processes' upserts show within this
+        self._memory: _Memory | None = None
         self._lock = threading.Lock()
         _drop_outdated_table(self.engine)
         create_tables(self.engine, [AssetRecord.__table__])
@@ -97,10 +124,13 @@ class AssetRegistry:
         record = AssetRecord(asset_id=asset_id, sha256=sha256, watermark_payload=watermark_payload,
                              manifest_label=manifest_label, model_id=model_id, policy_version=policy_version,
                              width=width, height=height, pdq=given[PDQ_ALG], pdq_views=views,
-                             pdq_quality=int(quality) if quality.isdigit() else -1, created_at=created_at)
+                             pdq_quality=int(quality) if quality.isdigit() else -1, created_at=created_at,
+                             seq=time.time_ns())
         with Session(self.engine) as session:
             session.merge(record)
             session.commit()
+        if self._memory is not None:
+            self._memory.polled_at = float("-inf")  # this process's own upserts show at once
         return record
 
     def _pdq_from_blob(self, sha256: str) -> dict[str, str]:
@@ -147,16 +177,21 @@ class AssetRegistry:
         with Session(self.engine) as session:
             session.exec(delete(AssetRecord))
             session.commit()
-        self._snapshot = None
+        self._memory = None
+
+    def watermarked(self) -> int:
+        """How many assets carry a watermark (from memory: no SQL count per verification)."""
+        return len(self._snap().ids)
 
     def nearest_watermark(self, reading: WatermarkReading) -> Candidate | None:
         """The asset whose watermark payload agrees best with a decoder reading."""
-        snap = self._snap()
-        if not snap.ids:
+        mem = self._snap()
+        ids, words = mem.ids, mem.words
+        if not ids:
             return None
-        scores = agreement(reading, snap.words)
+        scores = agreement(reading, words[: len(ids)])
         best = int(np.argmax(scores))
-        return Candidate(self.get(snap.ids[best]), float(scores[best]))
+        return Candidate(self.get(ids[best]), float(scores[best]))
 
     def near_duplicates(self, variants: list[str], max_distance: int = PDQ_MATCH_DISTANCE,
                         limit: int = 5) -> list[tuple[AssetRecord, int]]:
@@ -164,23 +199,23 @@ class AssetRegistry:
         hits = self._snap().pdq.nearest(variants, limit, max_distance)
         return [(record, d) for asset_id, d in hits if (record := self.get(asset_id)) is not None]
 
-    def _snap(self) -> _Snapshot:
-        # Searches run over an in-memory copy: the watermark column as words and the PDQ column in a FAISS index.
-        # It is re-read when the row count changes (new assets show at once) or after `cache_seconds` (rebuilds).
+    def _snap(self) -> _Memory:
+        # Searches run over memory: a full read on first use, after `cache_seconds`, or when rows went away; in between
+        # every `poll_seconds` only the rows upserted since (by `seq`, with an overlap for concurrent writers).
         from sqlalchemy import func
 
-        with Session(self.engine) as session:
-            rows = int(session.exec(select(func.count()).select_from(AssetRecord)).one())
         with self._lock:
-            snap = self._snapshot
-            if snap and snap.rows == rows and time.monotonic() - snap.read_at < self.cache_seconds:
-                return snap
+            mem, now = self._memory, time.monotonic()
+            if mem is not None and now - mem.polled_at < self.poll_seconds:
+                return mem
             with Session(self.engine) as session:
-                table = session.exec(select(AssetRecord.asset_id, AssetRecord.watermark_payload, AssetRecord.pdq)).all()
-            marked = [(i, w) for i, w, _ in table if w and len(w) == 16]
-            index = PdqIndex()
-            hashed = [(i, p) for i, _, p in table if p and len(p) == 64]
-            index.add([i for i, _ in hashed], [p for _, p in hashed])
-            self._snapshot = _Snapshot([i for i, _ in marked], _hex_words([w for _, w in marked]), index, rows,
-                                       time.monotonic())
-            return self._snapshot
+                rows = int(session.exec(select(func.count()).select_from(AssetRecord)).one())
+                if mem is None or rows < mem.rows or now - mem.loaded_at > self.cache_seconds:
+                    mem, since = _Memory(loaded_at=now), None
+                else:
+                    since = mem.seq - _SEQ_OVERLAP_NS
+                query = select(AssetRecord.asset_id, AssetRecord.watermark_payload, AssetRecord.pdq, AssetRecord.seq)
+                mem.apply(list(session.exec(query if since is None else query.where(AssetRecord.seq >= since))))
+            mem.rows, mem.polled_at = rows, now
+            self._memory = mem
+            return mem

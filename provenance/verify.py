@@ -117,7 +117,7 @@ class Verifier:
         return hmac.compare_digest(expected, record.watermark_payload)
 
     def registry_size(self) -> int:
-        return max(1, self.registry.count_watermarked())
+        return max(1, self.registry.watermarked())
 
     def answer(self, verdict: Verdict, c2pa: C2paResult, found: WatermarkFinding | None, quality: int) -> dict:
         """The public JSON: verdict, a sentence, the named asset and the evidence (no raw watermark bits)."""

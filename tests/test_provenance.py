@@ -294,6 +294,7 @@ def test_registry_computes_the_fingerprints_from_the_blob(publisher, config, tmp
                         model_id="m", policy_version="p", width=256, height=256,
                         created_at=dt.datetime.now(dt.timezone.utc), fingerprints=[("phash", "00" * 8)])
     assert record.pdq == asset.pdq and record.pdq_views.split() == list(asset.pdq_views.values())
+    assert record.pdq_quality == asset.pdq_quality
     with pytest.raises(ValueError, match="blob store"):
         AssetRegistry(f"sqlite:///{tmp_path / 'r2.db'}").upsert(
             asset_id="x", sha256=asset.sha256, watermark_payload="", model_id="m", policy_version="p",
@@ -328,7 +329,8 @@ def test_publish_marks_signs_and_stores_idempotently(publisher, config):
     assert asset.watermark_payload == watermark.payload_for("asset-pub-1", key.secret).hex()
     assert asset.watermark_key_id == key.key_id
     assert asset.fingerprints[0] == ("pdq", pdq(decode(stored).rgb).value)
-    assert {alg for alg, _ in asset.fingerprints[1:]} == {f"pdq:{v}" for v in asset.pdq_views}
+    assert asset.fingerprints[1] == ("pdq-quality", str(asset.pdq_quality)) and 0 <= asset.pdq_quality <= 100
+    assert {alg for alg, _ in asset.fingerprints[2:]} == {f"pdq:{v}" for v in asset.pdq_views}
     assert watermark.read(decode(stored).rgb).payload_hex == asset.watermark_payload
     c2pa = ManifestReader(config.signing_material().trust_anchors).read(stored, "image/png")
     assert c2pa.valid and c2pa.trusted and c2pa.label == asset.manifest_label
@@ -382,3 +384,26 @@ def test_manifest_carries_soft_bindings_and_still_reads_valid(publisher, config)
                       PDQ_SOFT_ALG: bytes.fromhex(asset.pdq)}
     assert all(alg.startswith("org.hallmark.") for alg in values)  # neither is on the C2PA list: our namespace
     assert publisher.manifests.get(asset.manifest_label).startswith(b"\x00\x00")  # the store, JUMBF boxes
+
+
+def test_registry_memory_catches_up_with_other_writers(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    reader, writer = AssetRegistry(url, poll_seconds=0.0), AssetRegistry(url)
+    when = dt.datetime.now(dt.timezone.utc)
+
+    def put(asset_id: str, name: str):
+        writer.upsert(asset_id=asset_id, sha256=asset_id * 64, watermark_payload=watermark.payload_for(
+            asset_id, SECRET).hex(), model_id="m", policy_version="p", width=1, height=1, created_at=when,
+            fingerprints=_fingerprints(photo(name)))
+
+    put("a", "astronaut")
+    assert reader.watermarked() == 1
+    put("b", "rocket")  # another process's write: read incrementally (by seq), not by a full reload
+    loaded = reader._memory.loaded_at
+    assert reader.watermarked() == 2 and reader._memory.loaded_at == loaded
+    assert reader.near_duplicates([h.value for h in pdq_dihedral(photo("rocket"))])[0][0].asset_id == "b"
+    put("b", "coffee")  # replaced: the old fingerprint no longer answers
+    assert reader.near_duplicates([pdq(photo("rocket")).value]) == []
+    assert reader.near_duplicates([pdq(photo("coffee")).value])[0][0].asset_id == "b"
+    writer.delete_all()
+    assert reader.watermarked() == 0  # fewer rows than in memory: a full reload
