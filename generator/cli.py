@@ -18,9 +18,22 @@ def register(subparsers) -> None:
     gen.add_argument("--steps", type=int, default=20)
     gen.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
     gen.add_argument("--negative", default="", help="negative prompt")
-    gen.add_argument("--sampler", default="dpmpp_2m", help="ddim | euler | dpmpp_2m")
-    gen.add_argument("--size", type=int, default=None, help="output side in pixels (default: the model's)")
-    gen.add_argument("--model", default=None, help="local diffusers-format model folder (default: embedded)")
+    gen.add_argument("--sampler", default="dpmpp_2m", help="ddim | euler | dpmpp_2m (an unknown name lists them)")
+    gen.add_argument("--width", type=int, default=None, help="output width in pixels (default: the model's)")
+    gen.add_argument("--height", type=int, default=None, help="output height in pixels (default: the model's)")
+    gen.add_argument("--size", type=int, default=None, help="square output side (shorthand for --width/--height)")
+    gen.add_argument("--model", default=None, help="local diffusers-format SD 1.x/2.x or SDXL folder "
+                                                    "(default: the embedded shapes model)")
+    gen.add_argument("--init-image", type=Path, default=None, help="img2img / inpainting input image (PNG, JPEG)")
+    gen.add_argument("--mask", type=Path, default=None, help="inpainting mask, white = repaint (needs --init-image)")
+    gen.add_argument("--strength", type=float, default=None,
+                     help="how far to move from the init image, 0–1 (default 0.8 img2img, 1.0 inpainting)")
+    gen.add_argument("--lora", action="append", default=[], metavar="NAME:SCALE",
+                     help="apply a LoRA adapter (a folder in --lora-dir, or a path); repeatable")
+    gen.add_argument("--lora-dir", type=Path, default=None, help="folder of LoRA adapter folders")
+    gen.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    gen.add_argument("--dtype", default="auto", help="auto | float32 | float16 | bfloat16")
+    gen.add_argument("--compile", action="store_true", help="torch.compile the UNet (CUDA)")
     gen.set_defaults(func=run_generate)
 
     ev = subparsers.add_parser("eval", help="score a model with an objective checker")
@@ -39,34 +52,75 @@ def register(subparsers) -> None:
     shapes.set_defaults(func=run_eval_shapes)
 
 
-def _load_generator(model: str | None, max_batch: int = 8):
+def _load_engine(model: str | None, config=None):
     import diffusers
     import transformers
 
-    from generator.runtime import Generator, ModelError
+    from generator.runtime import Engine, EngineConfig, ModelError
 
     diffusers.utils.logging.set_verbosity_error()  # a CLI prints its result, not library chatter
     transformers.utils.logging.set_verbosity_error()
     try:
-        return Generator.load(model, max_batch=max_batch)
-    except ModelError as exc:
+        return Engine.for_folder(model, config or EngineConfig())
+    except (ModelError, ValueError) as exc:
         raise CommandError(str(exc)) from None
+
+
+def _read(path: Path | None, what: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CommandError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def parse_loras(specs: list[str], lora_dir: Path | None) -> dict[str, tuple[Path, float]]:
+    """NAME:SCALE (SCALE defaults to 1) → {name: (folder, scale)}; NAME is a folder in lora_dir, or a path."""
+    out = {}
+    for spec in specs:
+        name, _, scale = spec.rpartition(":") if ":" in spec else (spec, "", "1")
+        try:
+            value = float(scale)
+        except ValueError:
+            raise CommandError(f"--lora {spec}: the scale must be a number (NAME:SCALE)") from None
+        folder = (lora_dir / name) if lora_dir else Path(name)
+        if not folder.is_dir():
+            raise CommandError(f"--lora {spec}: no adapter folder {folder}")
+        out[folder.name] = (folder, value)
+    return out
+
+
+def _one(engine, request):
+    """The single result, or a CommandError naming the problem."""
+    from generator.api import RequestError
+
+    (result,) = engine.generate([request])
+    if isinstance(result, RequestError):
+        raise CommandError(str(result))
+    return result
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from generator.api import GenerationRequest
+    from generator.api import GenerationRequest, Lora
+    from generator.runtime import EngineConfig
 
-    gen = _load_generator(args.model)
-    size = args.size or gen.model.output_size or gen.model.native_size
+    loras = parse_loras(args.lora, args.lora_dir)
+    config = EngineConfig(adapters={name: folder for name, (folder, _) in loras.items()}, device=args.device,
+                          dtype=args.dtype, compile=args.compile, max_batch=1)
+    engine = _load_engine(args.model, config)
+    model = engine.model(None)[1]
+    default = model.output_size or model.native_size
+    width, height = args.width or args.size or default, args.height or args.size or default
     request = GenerationRequest(prompt=args.prompt, negative_prompt=args.negative, seed=args.seed, steps=args.steps,
-                                guidance=args.guidance, sampler=args.sampler, width=size, height=size)
-    try:
-        (image,) = gen.generate([request])
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
+                                guidance=args.guidance, sampler=args.sampler, width=width, height=height,
+                                strength=args.strength, loras=tuple(Lora(n, s) for n, (_, s) in loras.items()),
+                                init_image=_read(args.init_image, "init image"), mask=_read(args.mask, "mask"))
+    image = _one(engine, request)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(image.png_bytes())
-    print(json.dumps({"path": str(args.out), "model_id": image.model_id, "seed": args.seed}))
+    print(json.dumps({"path": str(args.out), "model_id": image.model_id, "seed": args.seed,
+                      "width": image.image.width, "height": image.image.height}))
     return 0
 
 
@@ -91,7 +145,8 @@ def run_eval_shapes(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from generator.api import GenerationRequest
+    from generator.api import GenerationRequest, RequestError
+    from generator.runtime import EngineConfig
     from generator.shapes.captions import parse_prompt
     from generator.shapes.checker import check, score
 
@@ -101,21 +156,24 @@ def run_eval_shapes(args: argparse.Namespace) -> int:
         prompts = [parse_prompt(text, category) for category, text in rows]
     except ValueError as exc:
         raise CommandError(f"{path}: {exc}") from None
-    gen = _load_generator(args.model, max_batch=args.batch)
-    size = gen.model.output_size or gen.model.native_size
+    engine = _load_engine(args.model, EngineConfig(max_batch=args.batch))
+    model = engine.model(None)[1]
+    size = model.output_size or model.native_size
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for start in tqdm(range(0, len(rows), args.batch), desc="eval shapes", unit="batch", file=sys.stderr):
         chunk = list(range(start, min(start + args.batch, len(rows))))
         requests = [GenerationRequest(prompt=rows[i][1], seed=args.seed + i, steps=args.steps, guidance=args.guidance,
                                       sampler=args.sampler, width=size, height=size) for i in chunk]
-        for i, image in zip(chunk, gen.generate(requests)):
+        for i, image in zip(chunk, engine.generate(requests)):
+            if isinstance(image, RequestError):
+                raise CommandError(str(image))
             (args.out / f"{i:04d}.png").write_bytes(image.png_bytes())
             results.append(check(np.asarray(image.image), prompts[i]))
     seen = score([r for r, p in zip(results, prompts) if not p.uses_held_out])
     held = [r for r, p in zip(results, prompts) if p.uses_held_out]
     held_report = score(held) if held else None
-    summary = {"model_id": gen.model_id, "prompts": len(results), "steps": args.steps, "guidance": args.guidance,
+    summary = {"model_id": model.model_id, "prompts": len(results), "steps": args.steps, "guidance": args.guidance,
                "sampler": args.sampler,
                "seen": {"per_category": seen.per_category, "overall": seen.overall, "prompts": len(results) - len(held)},
                "held_out": None if held_report is None else {"per_category": held_report.per_category,

@@ -61,3 +61,54 @@ def test_eval_shapes_rejects_unparseable_prompt_file(tmp_path):
     prompts.write_text("a red circle\na dog riding a bicycle\n")
     proc = run("eval", "shapes", "--prompts", str(prompts), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2 and "bad.txt" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _png(path: Path, size: tuple[int, int], fill: int) -> Path:
+    Image.new("RGB", size, (fill, fill, fill)).save(path)
+    return path
+
+
+def test_generate_with_any_folder_at_native_size_without_resampling(tmp_path):
+    import numpy as np
+    import torch
+
+    from generator.api import GenerationRequest
+    from generator.runtime import Engine
+    from tests.tiny_sd import build_tiny_sd
+
+    model = build_tiny_sd(tmp_path / "tiny")
+    out = tmp_path / "native.png"
+    proc = run("generate", "a cat", "-o", str(out), "--model", str(model), "--steps", "3", "--seed", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert Image.open(out).size == (64, 64)  # the folder's native size
+    torch.set_num_threads(1)
+    (direct,) = Engine.for_folder(model).generate([GenerationRequest(prompt="a cat", seed=2, steps=3, width=64,
+                                                                     height=64)])
+    assert np.abs(np.asarray(Image.open(out).convert("RGB")).astype(int) - np.asarray(direct.image)).max() <= 1
+    proc = run("generate", "a cat", "-o", str(tmp_path / "wide.png"), "--model", str(model), "--steps", "2",
+               "--width", "128", "--height", "64")
+    assert proc.returncode == 0, proc.stderr
+    assert Image.open(tmp_path / "wide.png").size == (128, 64)
+
+
+def test_generate_img2img_inpaint_and_lora_flags(tmp_path):
+    from tests.tiny_sd import build_tiny_lora, build_tiny_sd
+
+    model = build_tiny_sd(tmp_path / "tiny")
+    build_tiny_lora(model, tmp_path / "loras" / "ink", seed=1)
+    init, mask = _png(tmp_path / "init.png", (64, 64), 200), _png(tmp_path / "mask.png", (64, 64), 255)
+    common = ["--model", str(model), "--steps", "4"]
+    proc = run("generate", "a cat", "-o", str(tmp_path / "a.png"), *common, "--init-image", str(init),
+               "--mask", str(mask), "--strength", "0.9", "--lora", "ink:0.7", "--lora-dir", str(tmp_path / "loras"))
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads(Image.open(tmp_path / "a.png").text["hallmark"])
+    assert meta["strength"] == 0.9 and meta["loras"] == [{"name": "ink", "scale": 0.7}]
+    assert len(meta["init_image"]) == 64 and len(meta["mask"]) == 64
+    for args, needle in [(("--init-image", str(tmp_path / "none.png")), "cannot read init image"),
+                         (("--init-image", str(_png(tmp_path / "small.png", (32, 32), 9))), "init_image is 32×32"),
+                         (("--init-image", str(init), "--strength", "1.5"), "strength must be in [0, 1]"),
+                         (("--lora", "velvet:1", "--lora-dir", str(tmp_path / "loras")), "no adapter folder"),
+                         (("--width", "60"), "cannot make 60×64")]:
+        proc = run("generate", "a cat", "-o", str(tmp_path / "x.png"), *common, *args)
+        assert proc.returncode == 2 and needle in proc.stderr, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
