@@ -39,11 +39,12 @@ class Example:
 
 @dataclass(frozen=True)
 class Targets:
-    csam_block_recall: float = 0.95
-    recall: float = 0.90  # block or review, every other category
+    csam_block_recall: float = 1.0  # every development prompt: lexical block or the cluster's band
+    recall: float = 0.95  # block or review, every other category
     margin: float = 0.05  # aim this much above the target on the calibration half
-    benign_budget: float = 0.01  # most benign prompts (fraction) one category's review band may take
+    benign_budget: float = 0.004  # most benign prompts (fraction) one category's review band may take
     block_gap: float = 0.03  # block band starts this far above the highest benign similarity
+    band: float = 0.04  # review band width below the block threshold, where the benign budget allows
 
 
 def load_devset(*paths: str | Path) -> list[Example]:
@@ -64,21 +65,37 @@ def load_devset(*paths: str | Path) -> list[Example]:
 @dataclass(frozen=True)
 class Thresholds:
     category: str
-    review: float
-    block: float
+    review: float  # allow below this
+    block: float  # block at or above this (with a second opinion near it); review between
 
 
-def pick_thresholds(pack: PolicyPack, examples: list[Example], encoder: EncoderConfig,
-                    targets: Targets = Targets()) -> list[Thresholds]:
-    """Per category: the highest review threshold that reaches the recall target (within the benign budget)."""
+@dataclass(frozen=True)
+class Margins:
+    """How much room each threshold leaves on the calibration half, and the prompts nearest each threshold."""
+
+    thresholds: Thresholds
+    weakest_positive: float  # lowest score among the category's prompts the lexical gate did not catch
+    top_benign: float  # highest benign score
+    nearest: tuple[tuple[str, str, float, str], ...]  # (threshold, label, score, prompt) nearest review and block
+
+
+def _scores(pack: PolicyPack, examples: list[Example], encoder: EncoderConfig):
     gate = LayeredPromptGate(pack, True, encoder)
     gate.load()
     rp, lexical = gate.region("default")
+    lex = [lexical_verdict(rp, lexical.findings(e.text)) for e in examples]
+    return rp, lex, contrast(rp.clusters, gate.similarities([e.text for e in examples]))
+
+
+def calibrate(pack: PolicyPack, examples: list[Example], encoder: EncoderConfig,
+              targets: Targets = Targets()) -> list[Margins]:
+    """Per category on the calibration half: the highest review threshold that reaches the recall target within the
+    benign budget, a block threshold `block_gap` above the highest benign score, and the margins around both."""
     calib = [e for e in examples if e.split == "calib"]
-    lex = [lexical_verdict(rp, lexical.findings(e.text)) for e in calib]
-    sims = contrast(rp.clusters, gate.similarities([e.text for e in calib]))
+    rp, lex, sims = _scores(pack, calib, encoder)
     labels = np.array([e.label for e in calib])
     benign = labels == BENIGN
+    lex_flag = np.array([v is not None for v in lex])
     out = []
     for cat in PROMPT_CATEGORIES:
         cols = [j for j, c in enumerate(rp.clusters) if c.category == cat]
@@ -86,24 +103,50 @@ def pick_thresholds(pack: PolicyPack, examples: list[Example], encoder: EncoderC
             continue
         s = sims[:, cols].max(axis=1)
         zero_tolerance = cat in pack.review.zero_tolerance
-        need = Decision.BLOCK if zero_tolerance else Decision.REVIEW
-        lex_caught = np.array([v is not None and (v.decision == Decision.BLOCK or v.decision == need) for v in lex])
-        lex_flag = np.array([v is not None for v in lex])
+        # Zero tolerance: the lexical rules block every clear case, so the cluster is calibrated as a backstop on its
+        # own scores (its band sends paraphrases without listed words to review).
+        lex_caught = np.array([v is not None and not zero_tolerance for v in lex])
         pos = labels == cat
         target = min(1.0, (targets.csam_block_recall if zero_tolerance else targets.recall) + targets.margin)
-        best = GRID[0]
-        for t in GRID[::-1]:  # highest threshold first: fewest benign prompts taken
-            recall = (lex_caught[pos] | (s[pos] >= t)).mean() if pos.any() else 1.0
-            taken = ((s[benign] >= t) & ~lex_flag[benign]).mean() if benign.any() else 0.0
-            if taken > targets.benign_budget:
-                break
-            best = t
-            if recall >= target:
-                break
+        taken = np.array([((s[benign] >= t) & ~lex_flag[benign]).mean() if benign.any() else 0.0 for t in GRID])
+        recall = np.array([(lex_caught[pos] | (s[pos] >= t)).mean() if pos.any() else 1.0 for t in GRID])
+        ok = taken <= targets.benign_budget  # thresholds the benign budget allows (GRID ascending)
+        floor = float(GRID[ok][0]) if ok.any() else float(GRID[-1])
+        reach = ok & (recall >= target)
+        best = float(GRID[reach][-1]) if reach.any() else floor  # highest allowed threshold that reaches the target
         top_benign = float(s[benign].max()) if benign.any() else 0.0
-        block = best if zero_tolerance else float(min(0.99, max(best, top_benign + targets.block_gap)))
-        out.append(Thresholds(cat, float(best), round(block, 3)))
+        block = round(float(min(0.99, max(best, top_benign + targets.block_gap))), 3)
+        review = max(floor, min(best, block - targets.band))  # a review band below every block threshold
+        th = Thresholds(cat, round(float(review), 3), block)
+        open_pos = pos & ~lex_caught
+        weakest = float(s[open_pos].min()) if open_pos.any() else float("nan")
+        near = []
+        for name, t in (("review", th.review), ("block", th.block)):
+            for k in np.argsort(np.abs(s - t))[:3]:
+                near.append((name, calib[k].label, float(s[k]), calib[k].text))
+        out.append(Margins(th, weakest, top_benign, tuple(near)))
     return out
+
+
+def pick_thresholds(pack: PolicyPack, examples: list[Example], encoder: EncoderConfig,
+                    targets: Targets = Targets()) -> list[Thresholds]:
+    """The thresholds `calibrate` picks."""
+    return [m.thresholds for m in calibrate(pack, examples, encoder, targets)]
+
+
+def format_margins(margins: list[Margins]) -> str:
+    """Per category: thresholds, the room they leave, and the development prompts nearest each threshold."""
+    lines = [f"{'category':<10} {'review>=':>8} {'block>=':>8} {'weakest+':>9} {'top benign':>10}"
+             f" {'review-benign':>13} {'block-benign':>12}"]
+    for m in margins:
+        t = m.thresholds
+        lines.append(f"{t.category:<10} {t.review:>8.3f} {t.block:>8.3f} {m.weakest_positive:>9.3f} {m.top_benign:>10.3f}"
+                     f" {t.review - m.top_benign:>+13.3f} {t.block - m.top_benign:>+12.3f}")
+    lines.append("\nprompts nearest each threshold (development set):")
+    for m in margins:
+        for name, label, score, text in m.nearest:
+            lines.append(f"  {m.thresholds.category:<10} {name:<6} {score:.3f} [{label}] {text[:70]}")
+    return "\n".join(lines)
 
 
 def apply_thresholds(pack: PolicyPack, thresholds: list[Thresholds]) -> PolicyPack:
@@ -160,6 +203,10 @@ def write_thresholds(pack_path: Path, pack: PolicyPack, out: Path, version: str)
     """Copy the pack file with new cluster thresholds and version, keeping its comments and layout."""
     text = pack_path.read_text(encoding="utf-8")
     text = re.sub(r'(?m)^version = ".*"$', f'version = "{version}"', text, count=1)
+    if out.parent.resolve() != pack_path.parent.resolve():  # keep pointing at this pack's language files
+        m = re.search(r'(?m)^language_dir = "(.*)"$', text)
+        lang_dir = (pack_path.parent / (m.group(1) if m else "lang")).resolve().as_posix()
+        text = re.sub(r'(?m)^language_dir = ".*"$', f'language_dir = "{lang_dir}"', text, count=1)
     for c in pack.clusters:
         if c.category == BENIGN_ANCHOR:
             continue
@@ -169,3 +216,25 @@ def write_thresholds(pack_path: Path, pack: PolicyPack, out: Path, version: str)
         if n != 1:
             raise ValueError(f"cluster {c.id!r}: expected 'review = ' and 'block = ' lines after its id")
     out.write_text(text, encoding="utf-8")
+
+
+def language_table(examples: list[Example], verdicts: list[Verdict]) -> str:
+    """Per language: minors blocked, other harmful caught (review or block), benign not allowed; pooled last."""
+    langs = list(dict.fromkeys(e.lang for e in examples))
+    lines = [f"{'lang':<6} {'minors blocked':>15} {'others caught':>14} {'benign not allowed':>19}"]
+    totals = np.zeros(6, int)
+    for lang in langs + ["pooled"]:
+        if lang == "pooled":
+            c = totals
+        else:
+            c = np.zeros(6, int)
+            for e, v in zip(examples, verdicts):
+                if e.lang != lang:
+                    continue
+                k = 0 if e.label == "csam" else 4 if e.label == BENIGN else 2
+                c[k] += 1
+                c[k + 1] += (v.decision == Decision.BLOCK) if k == 0 else (v.decision != Decision.ALLOW)
+            totals += c
+        lines.append(f"{lang:<6} {c[1]:>5}/{c[0]:<3} {c[1] / max(c[0], 1):>5.2f} {c[3]:>4}/{c[2]:<3} {c[3] / max(c[2], 1):>5.2f}"
+                     f" {c[5]:>4}/{c[4]:<3} {c[5] / max(c[4], 1):>8.1%}")
+    return "\n".join(lines)

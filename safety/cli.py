@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     sc = sub.add_parser("calibrate", help="pick cluster thresholds on the labelled set; print precision/recall")
     sc.add_argument("--policy", help="policy pack to calibrate; default: the shipped pack")
-    sc.add_argument("--devset", help="labelled prompts, '<label>\\t<prompt>' per line; default: the shipped set")
+    sc.add_argument("--devset", help="labelled prompts, '[<lang>\\t]<label>\\t<prompt>' per line; default: the shipped sets")
     sc.add_argument("--write", metavar="OUT", help="write the pack with the picked thresholds to OUT")
     sc.add_argument("--version", help="version for the written pack (required with --write)")
     sc.add_argument("--threads", type=int, default=2)
@@ -96,8 +96,8 @@ def cmd_screen_image(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from hallmark.cli import CommandError
 
-    from .calibrate import (DEFAULT_DEVSET, apply_thresholds, evaluate, format_table, load_devset,
-                            pick_thresholds, write_thresholds)
+    from .calibrate import (apply_thresholds, calibrate, evaluate, format_margins, format_table, language_table,
+                            load_devset, write_thresholds)
     from .embedding import EncoderConfig
     from .policy import DEFAULT_PACK
     from .prompt_gate import LayeredPromptGate
@@ -106,11 +106,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise CommandError("--write needs --version (every pack change gets a new version)")
     pack = _pack_or_error(args.policy)
     try:
-        examples = load_devset(args.devset or DEFAULT_DEVSET)
+        examples = load_devset(*([args.devset] if args.devset else []))
     except (OSError, ValueError) as exc:
         raise CommandError(f"cannot read the development set: {exc}") from exc
     enc = EncoderConfig(threads=args.threads)
-    thresholds = pick_thresholds(pack, examples, enc)
+    margins = calibrate(pack, examples, enc)
+    thresholds = [m.thresholds for m in margins]
     tuned = apply_thresholds(pack, thresholds)
     gate = LayeredPromptGate(tuned, True, enc)
     print(f"policy {pack.id}@{pack.version}; {len(examples)} labelled prompts; thresholds picked on the calib half")
@@ -119,9 +120,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(format_table(f"[{split}]", evaluate(gate, [e for e in examples if e.split == split])))
     print()
     print(format_table("[all]", evaluate(gate, examples)))
-    print("\nthresholds picked (similarity after benign-anchor contrast):")
-    for t in thresholds:
-        print(f"  {t.category:<10} review >= {t.review:.3f}  block >= {t.block:.3f}")
+    print("\n[per language, all development prompts]")
+    print(language_table(examples, gate.screen([e.text for e in examples])))
+    print("\nthresholds and margins (similarity after benign-anchor contrast; calib half):")
+    print(format_margins(margins))
     if args.write:
         write_thresholds(Path(args.policy) if args.policy else DEFAULT_PACK, tuned, Path(args.write), args.version)
         print(f"wrote {args.write} (version {args.version})")

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 from PIL import Image
 
+from .banks import BankConfig, BankMatch, HashBanks
 from .faces import Face, FaceEmbedder, Gallery, GalleryMatch
 from .inputs import ImageInputError, load_image
 from .nsfw import NsfwScorer, NsfwScores
@@ -48,10 +50,17 @@ def decide(rp: RegionPolicy, f: ImageFindings) -> Verdict:
     return verdict(Decision.ALLOW, "nsfw", (), sexual)
 
 
+def bank_verdict(rp: RegionPolicy, m: BankMatch) -> Verdict:
+    """A hash-bank match blocks outright, naming the bank (id, version) in the verdict and so in the audit."""
+    return Verdict(Decision.BLOCK, "hashbank", rp.pack_id, rp.version, (m.category, "hash_bank"), float(m.distance),
+                   (m.reason(),))
+
+
 @dataclass(frozen=True)
 class ImageChecksConfig:
     threads: int | None = None  # onnxruntime intra-op threads
     gallery: str | None = None  # overrides the pack's gallery path
+    banks: str | None = None  # hash-bank directory; overrides the pack's `[image] banks`
     face_detector: str = "nudenet"  # "nudenet": its face boxes (no extra pass); "hog": dlib's frontal detector
     face_upsample: int = 1  # dlib HOG upsampling: 1 finds faces down to ~40 px
 
@@ -67,6 +76,8 @@ class LayeredImageGate:
         self._nsfw: NsfwScorer | None = None
         self._faces: FaceEmbedder | None = None
         self.gallery = Gallery()
+        bank_dir = config.banks or pack.image.banks
+        self.banks = HashBanks(BankConfig(Path(bank_dir))) if bank_dir else None
 
     def load(self) -> None:
         if self.config.face_detector not in ("nudenet", "hog"):
@@ -97,6 +108,15 @@ class LayeredImageGate:
                 good.append((i, load_image(item, rp.limits)))
             except ImageInputError as exc:
                 verdicts[i] = Verdict(Decision.REVIEW, "input", rp.pack_id, rp.version, (), None, (str(exc),))
+        if self.banks is not None:
+            unmatched = []
+            for i, im in good:
+                matches = self.banks.match_image(np.asarray(im.convert("RGB")))
+                if matches:
+                    verdicts[i] = bank_verdict(rp, matches[0])
+                else:
+                    unmatched.append((i, im))
+            good = unmatched
         scores = self._nsfw.scores([im for _, im in good])
         for (i, im), s in zip(good, scores):
             if self.config.face_detector == "nudenet" and not self.gallery.people:

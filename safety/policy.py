@@ -44,6 +44,7 @@ class ImagePolicy:
     face_block: float = 0.42  # ... at or below this -> block
     face_with_sexual: Decision = Decision.BLOCK  # zero tolerance: any face in a sexual-review-band image
     gallery: str | None = None  # path of the protected-person gallery (.npz), relative to the pack file
+    banks: str | None = None  # directory of PDQ hash banks (safety.banks), relative to the pack file
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def load_pack(path: str | Path | None = None) -> PolicyPack:
         raise PolicyError(f"cannot read policy pack {p}: {exc}") from exc
     try:
         return _parse(data, p)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OSError) as exc:
         raise PolicyError(f"policy pack {p}: {type(exc).__name__}: {exc}") from exc
 
 
@@ -164,8 +165,9 @@ def _parse(data: dict, source: Path) -> PolicyPack:
     img = dict(data.get("image", {}))
     if "face_with_sexual" in img:
         img["face_with_sexual"] = Decision(img["face_with_sexual"])
-    if img.get("gallery"):
-        img["gallery"] = str((source.parent / img["gallery"]).resolve())
+    for key in ("gallery", "banks"):
+        if img.get(key):
+            img[key] = str((source.parent / img[key]).resolve())
     regions = {name: MappingProxyType(dict(v)) for name, v in data.get("regions", {}).items()}
     return PolicyPack(
         id=str(data["id"]), version=str(data["version"]), term_sets=MappingProxyType(sets), rules=rules,

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
 
 from .embedding import ClusterIndex, Encoder, EncoderConfig
 from .inputs import as_text, prompt_problem
-from .lexical import LexicalFinding, LexicalGate
+from .langpacks import LanguageDetector
+from .lexical import LexicalAnalysis, LexicalFinding, LexicalGate
 from .policy import BENIGN_ANCHOR, Cluster, PolicyPack, RegionPolicy
 from .verdict import Decision, Verdict
 
@@ -43,8 +45,25 @@ def contrast(clusters: Sequence[Cluster], sims: np.ndarray) -> np.ndarray:
     return out
 
 
-def embedding_verdict(rp: RegionPolicy, sims: np.ndarray) -> Verdict:
-    """Per-cluster bands on contrasted similarity: >= block -> block, >= review -> review; most severe decides."""
+def second_opinion(rp: RegionPolicy, cluster: Cluster, score: float, lex: LexicalAnalysis | None) -> str | None:
+    """Why an embedding block stands ("margin" or "lexical"), or None when it needs a second signal and has none.
+
+    A block stands when the score clears the block threshold by the pack's margin on an English prompt (the encoder
+    is English-only), or when the lexical gate saw one of the category's signal sets in the prompt.
+    """
+    if lex is None:
+        return "margin"
+    so = rp.second_opinion
+    if set(so.signals.get(cluster.category, ())) & lex.sets:
+        return "lexical"
+    if lex.language == "en" and score >= cluster.block + so.margin:
+        return "margin"
+    return None
+
+
+def embedding_verdict(rp: RegionPolicy, sims: np.ndarray, lex: LexicalAnalysis | None = None) -> Verdict:
+    """Per-cluster bands on contrasted similarity: below review -> allow, review band -> review, >= block -> block
+    if a second opinion agrees (else review); the most severe cluster decides."""
     adj = contrast(rp.clusters, sims)
     best: tuple[int, float, Cluster, float] | None = None
     for c, s, raw in zip(rp.clusters, adj.tolist(), sims.tolist()):
@@ -56,10 +75,14 @@ def embedding_verdict(rp: RegionPolicy, sims: np.ndarray) -> Verdict:
     if best is None:
         return Verdict(Decision.ALLOW, "embedding", rp.pack_id, rp.version, (), None, ("no clusters in pack",))
     level, s, c, raw = best
+    reasons = [f"cluster={c.id} similarity={s:.3f} raw={raw:.3f} review>={c.review:.3f} block>={c.block:.3f}"]
+    if level == 2:
+        why = second_opinion(rp, c, s, lex)
+        reasons.append(f"second_opinion={why or 'none'}")
+        level = 2 if why else 1
     decision = (Decision.ALLOW, Decision.REVIEW, Decision.BLOCK)[level]
     cats = (c.category,) if level else ()
-    reason = f"cluster={c.id} similarity={s:.3f} raw={raw:.3f} review>={c.review:.3f} block>={c.block:.3f}"
-    return Verdict(decision, "embedding", rp.pack_id, rp.version, cats, round(s, 4), (reason,))
+    return Verdict(decision, "embedding", rp.pack_id, rp.version, cats, round(s, 4), tuple(reasons))
 
 
 class LayeredPromptGate:
@@ -78,7 +101,8 @@ class LayeredPromptGate:
     def load(self) -> None:
         with self._lock:
             if self._lexical is None:
-                self._lexical = LexicalGate(dict(self.pack.term_sets), self.pack.rules)
+                detector = LanguageDetector(self.pack.languages)
+                self._lexical = LexicalGate(dict(self.pack.term_sets), self.pack.rules, detector=detector)
             if self.use_embedding and self._clusters is None:
                 self._clusters = ClusterIndex(Encoder(self._encoder_config), self.pack.clusters)
 
@@ -99,24 +123,28 @@ class LayeredPromptGate:
         self.load()
         rp, lexical = self.region(region)
         verdicts: list[Verdict | None] = [None] * len(prompts)
-        pending: list[tuple[int, str, Verdict | None]] = []
+        pending: list[tuple[int, str, LexicalAnalysis, Verdict | None]] = []
         for i, prompt in enumerate(prompts):
             problem = prompt_problem(prompt, rp.limits)
             if problem:
                 verdicts[i] = Verdict(Decision.REVIEW, "input", rp.pack_id, rp.version, (), None, (problem,))
                 continue
             text = as_text(prompt)
-            lex = lexical_verdict(rp, lexical.findings(text))
+            analysis = lexical.analyse(text)
+            lex = lexical_verdict(rp, analysis.findings)
             if lex is not None and lex.decision == Decision.BLOCK:
-                verdicts[i] = lex
+                verdicts[i] = _with_language(lex, analysis)
             else:
-                pending.append((i, text, lex))
-        if pending and self._clusters is not None:
-            sims = self._clusters.similarities([t for _, t, _ in pending])
-            for (i, _, lex), row in zip(pending, sims):
-                emb = embedding_verdict(rp, row)
-                verdicts[i] = lex if lex is not None and SEVERITY[lex.decision] >= SEVERITY[emb.decision] else emb
-        else:
-            for i, _, lex in pending:
-                verdicts[i] = lex or Verdict(Decision.ALLOW, "lexical", rp.pack_id, rp.version)
+                pending.append((i, text, analysis, lex))
+        sims = self._clusters.similarities([t for _, t, _, _ in pending]) if pending and self._clusters else None
+        for k, (i, _, analysis, lex) in enumerate(pending):
+            emb = embedding_verdict(rp, sims[k], analysis) if sims is not None else None
+            if emb is None or (lex is not None and SEVERITY[lex.decision] >= SEVERITY[emb.decision]):
+                emb = lex or Verdict(Decision.ALLOW, "lexical", rp.pack_id, rp.version)
+            verdicts[i] = _with_language(emb, analysis)
         return verdicts
+
+
+def _with_language(v: Verdict, analysis: LexicalAnalysis) -> Verdict:
+    """The verdict with the prompt's likeliest language as a reason code (evidence only; every pack ran)."""
+    return replace(v, reasons=v.reasons + (f"lang={analysis.language}",))
