@@ -104,9 +104,13 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import faiss
     import uvicorn
 
     from provenance.api import create_app
 
+    # One query is 8 hashes: FAISS's OpenMP threads only add wake-up latency (bench/provenance_lookup.py measured a
+    # 1M lookup at p99 of tens of ms with one thread, several times that with two on a busy 2-core host).
+    faiss.omp_set_num_threads(1)
     uvicorn.run(create_app(_config()), host=args.host, port=args.port, log_level="info")
     return 0
