@@ -157,6 +157,17 @@ class Stack:
             (self.run_dir / f"{name}.ready").unlink(missing_ok=True)
         return list(pids)
 
+    def restart_readers_of_requests(self) -> list[str]:
+        """Restart the running stages that consume `requests` (they subscribe to every tenant's topic at start)."""
+        from streams.run import stage_class
+
+        names = [s.name for s in stage_services() if "requests" in stage_class(s.name).sources and self.pid(s.name)]
+        self.stop_all(names)
+        for service in stage_services():
+            if service.name in names:
+                self.start(service)
+        return names
+
     def up(self, stages: list[Service] | None = None, web: list[Service] | None = None,
            with_kafka: bool = True) -> dict[str, str]:
         """Broker, topics, stages, web servers; idempotent. Returns name → where it listens / what it is."""

@@ -45,8 +45,10 @@ def _provision(config) -> str:
     from hallmark.stack import Stack
 
     try:
-        Stack(config).provision()
-        return "provisioned"
+        stack = Stack(config)
+        stack.provision()
+        restarted = stack.restart_readers_of_requests()
+        return "provisioned" + (f"; restarted {', '.join(restarted)}" if restarted else "")
     except Exception as exc:  # the broker is not running: nothing is lost, `up` provisions every tenant
         return f"not reachable ({exc.__class__.__name__}); `hallmark up` will provision it"
 

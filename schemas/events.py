@@ -252,27 +252,36 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 
 def parse_event(raw: bytes | str | dict, expected: tuple[type[Event], ...] | None = None) -> Event:
-    """Parse one message into its typed event or raise PoisonMessage naming why."""
+    """Parse one message into its typed event or raise PoisonMessage naming why: a stable phrase with schema
+    field paths and error types, never a value from the message (it may hold a prompt)."""
     if isinstance(raw, dict):
         data = raw
     else:
         try:
             data = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise PoisonMessage(f"not JSON: {exc.__class__.__name__}: {str(exc)[:120]}") from None
+            raise PoisonMessage(f"not JSON: {exc.__class__.__name__}") from None
     if not isinstance(data, dict):
         raise PoisonMessage(f"not a JSON object but {type(data).__name__}")
     version = str(data.get("schema_version", ""))
     if version.split(".", 1)[0] != SCHEMA_VERSION.split(".", 1)[0]:
-        raise PoisonMessage(f"unknown schema major version {version!r} (this consumer speaks {SCHEMA_VERSION})")
+        raise PoisonMessage(f"unknown schema major version (this consumer speaks {SCHEMA_VERSION})")
     event_type = data.get("event_type")
     cls = EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
     if cls is None:
-        raise PoisonMessage(f"unknown event_type {event_type!r}")
+        raise PoisonMessage("unknown event_type")
     if expected is not None and cls not in expected:
         raise PoisonMessage(f"event_type {event_type!r} does not belong on this topic")
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        errors = "; ".join(f"{_path(e)}: {e['type']}" for e in exc.errors()[:5])
         raise PoisonMessage(f"schema-invalid {event_type}: {errors}") from None
+
+
+def _path(error: dict) -> str:
+    """Where a validation error is, by schema field names only (an unknown key's name is the sender's text)."""
+    loc = [str(part) for part in error["loc"]]
+    if error["type"] == "extra_forbidden" and loc:
+        loc[-1] = "<unknown field>"
+    return ".".join(loc) or "<event>"

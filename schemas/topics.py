@@ -49,12 +49,6 @@ def topic_named(name: str) -> Topic:
     raise KeyError(f"unknown topic {name!r}")
 
 
-def subscription(names: tuple[str, ...]) -> str:
-    """A regex matching these topics, with every tenant's submission topic wherever `requests` is one."""
-    alternatives = [re.escape(n) + (rf"(?:\.{TENANT_SUFFIX})?" if n == "requests" else "") for n in names]
-    return "^(?:" + "|".join(alternatives) + ")$"
-
-
 def topic_for(event_type: str) -> Topic:
     """The topic an event type is published on."""
     for topic in TOPICS.values():

@@ -6,7 +6,7 @@ import os
 from typing import Awaitable, Protocol
 
 from schemas import TOPICS, Event, Outcome, OutcomeStatus, PoisonMessage, parse_event, topic_for
-from schemas.topics import subscription, topic_named
+from schemas.topics import topic_named
 from streams.base import Source, Stage, admitted, dead_letter, outcome
 
 log = logging.getLogger("hallmark.streams")
@@ -91,8 +91,9 @@ class Runner:
         except Exception as exc:
             if len(sources) > 1:
                 return [out for source in sources for out in await self._handle_raw([source])]
-            reason = f"{self.stage.name} failed: {exc.__class__.__name__}: {str(exc)[:300]}"
-            log.exception("stage error on %s[%d]@%d", sources[0].topic, sources[0].partition, sources[0].offset)
+            reason = f"stage_error: {exc.__class__.__name__}"  # never the message: it may quote a prompt
+            log.error("stage error on %s[%d]@%d: %s", sources[0].topic, sources[0].partition, sources[0].offset,
+                      exc.__class__.__name__)
             return [(dead_letter(self.stage.name, sources[0], reason), sources[0])]
 
     async def _handle(self, items: list[tuple[Event, Source]]) -> list[list[Event]]:
@@ -102,9 +103,9 @@ class Runner:
             if len(items) > 1:  # find the culprit: retry one by one
                 return [(await self._handle([item]))[0] for item in items]
             event, source = items[0]
-            reason = f"{self.stage.name} failed: {exc.__class__.__name__}: {str(exc)[:300]}"
-            log.exception("stage error on %s[%d]@%d (request %s)", source.topic, source.partition, source.offset,
-                          event.request_id)
+            reason = f"stage_error: {exc.__class__.__name__}"  # never the message: it may quote a prompt
+            log.error("stage error on %s[%d]@%d (request %s): %s", source.topic, source.partition, source.offset,
+                      event.request_id, exc.__class__.__name__)
             outs = [dead_letter(self.stage.name, source, reason)]
             if self.stage.in_flow:
                 outs.append(outcome(event, self.stage.producer, OutcomeStatus.FAILED, reason))
@@ -118,10 +119,19 @@ class Runner:
                                     self.stage.partition_for(out, source))
 
 
+def subscribed(stage: Stage) -> list[str]:
+    """The topics a stage consumes: its sources and, where it reads `requests`, every registered tenant's
+    `requests.<tenant>` (`hallmark tenants add` restarts those stages so they pick a new tenant up)."""
+    from hallmark.tenants import REQUESTS, TenantRegistry
+
+    topics = list(stage.sources)
+    if REQUESTS in topics:
+        topics += sorted(t.topic for t in TenantRegistry.load(stage.settings.tenants_file).tenants.values())
+    return topics
+
+
 def build_app(stage: Stage) -> tuple:
     """The Faust app of one stage (its own consumer group `hallmark-<stage>`) and the runner feeding the stage."""
-    import re
-
     import faust
 
     settings, client = stage.settings, stage.settings.kafka_client()
@@ -138,7 +148,7 @@ def build_app(stage: Stage) -> tuple:
         stream_wait_empty=False, consumer_max_fetch_size=4 * 1024 * 1024,
     )
     runner = Runner(stage, FaustSink(app))
-    source = app.topic(pattern=re.compile(subscription(stage.sources)), key_serializer="raw", value_serializer="raw")
+    source = app.topic(*subscribed(stage), key_serializer="raw", value_serializer="raw")
     app.agent(source, name=f"hallmark-{stage.name}")(runner.agent)
     return app, runner
 
