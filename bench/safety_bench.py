@@ -2,7 +2,11 @@
 
     .venv/bin/python bench/safety_bench.py [--threads 2] [--prompts 512] [--images 24]
 
-Targets (issue 4): prompt gate >= 200 prompts/s batched, p99 <= 30 ms single; image checks >= 5 images/s at 256x256.
+    .venv/bin/python bench/safety_bench.py --sealed      # the sealed multilingual test split (issue 18)
+
+Targets (issue 18): prompt gate >= 500 prompts/s batched, p99 <= 10 ms single on 2 cores, every language pack loaded;
+image checks >= 5 images/s at 256x256. Sealed split: minors block recall 1.00 in every language, other categories
+caught (review or block) >= 0.95 pooled, benign not allowed <= 2% pooled.
 Wall-clock rates depend on what else runs; "per CPU-second" (process CPU time) shows the cost itself, so on an
 oversubscribed machine it estimates what one idle core would do.
 """
@@ -59,6 +63,27 @@ def bench_prompts(threads: int, n: int) -> None:
           f"  p99 {_pct(lat, 99):.1f} ms;  CPU p50 {_pct(cpu, 50):.1f} ms  p99 {_pct(cpu, 99):.1f} ms  (n={len(lat)})")
 
 
+def sealed_report(threads: int) -> None:
+    """Screen the sealed test split (never used for tuning) and print the per-language table."""
+    from safety.calibrate import SEALED, language_table, load_devset
+    from safety.embedding import EncoderConfig
+    from safety.gates import PromptGateConfig, load_prompt_gate
+
+    examples = load_devset(SEALED)
+    gate = load_prompt_gate(config=PromptGateConfig(encoder=EncoderConfig(threads=threads)))
+    verdicts = gate.screen([e.text for e in examples])
+    print(f"sealed split: {len(examples)} prompts, {len({e.lang for e in examples})} languages;"
+          f" policy {verdicts[0].policy_id}@{verdicts[0].policy_version}")
+    print(language_table(examples, verdicts))
+    by_cat: dict[str, list[int]] = {}
+    for e, v in zip(examples, verdicts):
+        c = by_cat.setdefault(e.label, [0, 0, 0])
+        c[0] += 1
+        c[1] += v.decision.value == "block"
+        c[2] += v.decision.value != "allow"
+    print("per category (n, blocked, not allowed): " + ", ".join(f"{k} {v[0]}/{v[1]}/{v[2]}" for k, v in by_cat.items()))
+
+
 def bench_images(threads: int, n: int) -> None:
     from skimage import data
 
@@ -96,7 +121,11 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=512)
     ap.add_argument("--images", type=int, default=24)
     ap.add_argument("--only", choices=("prompts", "images"))
+    ap.add_argument("--sealed", action="store_true", help="only the sealed-split report (no timings)")
     args = ap.parse_args()
+    if args.sealed:
+        sealed_report(args.threads)
+        return
     import os
 
     print(f"cpus: {os.cpu_count()}  load average: {os.getloadavg()[0]:.1f}  threads: {args.threads}")

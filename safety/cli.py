@@ -41,6 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     se.add_argument("images", nargs="+", metavar="IMAGE")
     se.set_defaults(func=cmd_enroll)
 
+    from .cli_banks import register as register_banks
+
+    register_banks(sub)
+
 
 def _line(v, **extra) -> str:
     return json.dumps({

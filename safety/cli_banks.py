@@ -1,0 +1,95 @@
+"""`hallmark safety banks add|list|match`: PDQ hash banks of known-bad images."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("banks", help="PDQ hash banks of known-bad images (ThreatExchange/HMA signal files)")
+    bs = p.add_subparsers(dest="banks_command", metavar="SUBCOMMAND", required=True)
+
+    def where(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--policy", help="policy pack whose `[image] banks` directory to use; default: the shipped pack")
+        sp.add_argument("--dir", help="bank directory (overrides the pack's)")
+
+    a = bs.add_parser("add", help="add signals to a bank (created if missing); bumps its version")
+    where(a)
+    a.add_argument("bank_id")
+    a.add_argument("--category", required=True, help="what the bank holds (csam, ncii, extremism, ...)")
+    a.add_argument("--signals", nargs="*", default=[], metavar="FILE", help="CSV/JSON signal exports (PDQ rows)")
+    a.add_argument("--image", nargs="*", default=[], metavar="IMAGE", help="images to hash (PDQ + crop views)")
+    a.set_defaults(func=cmd_add)
+    ls = bs.add_parser("list", help="one line per bank: id, category, version, signals, updated")
+    where(ls)
+    ls.set_defaults(func=cmd_list)
+    m = bs.add_parser("match", help="match images (or PDQ hex values with --hash) against the banks; JSON lines")
+    where(m)
+    m.add_argument("--hash", nargs="*", default=[], metavar="PDQ", help="PDQ values (64 hex) to match")
+    m.add_argument("files", nargs="*", metavar="IMAGE")
+    m.set_defaults(func=cmd_match)
+
+
+def _banks(args: argparse.Namespace):
+    from hallmark.cli import CommandError
+
+    from .banks import BankConfig, HashBanks
+    from .policy import PolicyError, load_pack
+
+    try:
+        directory = args.dir or load_pack(args.policy).image.banks
+    except PolicyError as exc:
+        raise CommandError(str(exc)) from exc
+    if not directory:
+        raise CommandError("the policy pack names no `[image] banks` directory: pass --dir")
+    return HashBanks(BankConfig(Path(directory)))
+
+
+def _rgb(name: str):
+    import numpy as np
+
+    from hallmark.cli import CommandError
+
+    from .inputs import ImageInputError, load_image
+    from .policy import Limits
+
+    try:
+        return np.asarray(load_image(Path(name), Limits()).convert("RGB"))
+    except ImageInputError as exc:
+        raise CommandError(f"{name}: {exc}") from exc
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from hallmark.cli import CommandError
+
+    from .banks import BankError, image_signals, parse_signals
+
+    if not args.signals and not args.image:
+        raise CommandError("nothing to add: pass --signals FILE and/or --image IMAGE")
+    banks = _banks(args)
+    try:
+        signals = [s for f in args.signals for s in parse_signals(Path(f).read_bytes(), Path(f).name)]
+        signals += [s for f in args.image for s in image_signals(_rgb(f), Path(f).name)]
+        bank = banks.add(args.bank_id, args.category, signals)
+    except (OSError, BankError) as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"{bank.bank_id} ({bank.category}): version {bank.version}, {len(bank.signals)} signals")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for b in _banks(args).banks():
+        print(f"{b.bank_id}\t{b.category}\tv{b.version}\t{len(b.signals)} signals\t{b.updated}")
+    return 0
+
+
+def cmd_match(args: argparse.Namespace) -> int:
+    banks = _banks(args)
+    queries = [(h, banks.match_hashes([h.lower()])) for h in args.hash]
+    queries += [(f, banks.match_image(_rgb(f))) for f in args.files]
+    for name, matches in queries:
+        print(json.dumps({"input": name, "blocked": bool(matches),
+                          "matches": [{"bank": m.bank_id, "version": m.version, "category": m.category,
+                                       "distance": m.distance} for m in matches]}))
+    return 0
