@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 PDQ_ALG = "pdq"  # the id that travels on `asset.published` and in our soft-binding assertions
-PDQ_QUALITY_ALG = "pdq-quality"  # travels beside "pdq" on `asset.published`: the hash's quality, decimal
+PDQ_QUALITY_ALG = "pdq-quality"  # travels beside "pdq" on `asset.published`: the hash's quality (0–100), hex
 PDQ_SOFT_ALG = "org.hallmark.pdq.1"  # C2PA soft-binding id (PDQ is not on the C2PA list: our namespace)
 PDQ_BITS = 256
 PDQ_MATCH_DISTANCE = 31  # Meta's default match threshold (of 256 bits); see docs/provenance.md for measurements

@@ -81,11 +81,11 @@ class PublishedAsset:
 
     @property
     def fingerprints(self) -> list[tuple[str, str]]:
-        """(algorithm, value) pairs, as they travel on `asset.published`: `pdq`, its quality (`pdq-quality`, decimal),
-        then `pdq:<view>` for each stored view."""
+        """(algorithm, hex value) pairs, as they travel on `asset.published`: `pdq`, its quality (`pdq-quality`,
+        0–100 in hex), then `pdq:<view>` for each stored view."""
         if not self.pdq:
             return []
-        return [(PDQ_ALG, self.pdq), (PDQ_QUALITY_ALG, str(self.pdq_quality)),
+        return [(PDQ_ALG, self.pdq), (PDQ_QUALITY_ALG, f"{max(self.pdq_quality, 0):02x}"),
                 *((f"{PDQ_ALG}:{name}", value) for name, value in self.pdq_views.items())]
 
     @classmethod

@@ -38,6 +38,14 @@ class AssetRecord(SQLModel, table=True):
 _SEQ_OVERLAP_NS = 5_000_000_000  # a writer's clock may run this far behind another's
 
 
+def _quality(value: str) -> int:
+    """A `pdq-quality` fingerprint value (hex) as 0–100, or -1 when absent or malformed."""
+    try:
+        return min(100, int(value, 16)) if value else -1
+    except ValueError:
+        return -1
+
+
 def _hex_words(hex_values: list[str]) -> np.ndarray:
     """64-bit hex strings as uint64 words (bit 0 of a payload = the word's most significant bit)."""
     return np.frombuffer(bytes.fromhex("".join(hex_values)), ">u8").astype(np.uint64)
@@ -124,7 +132,7 @@ class AssetRegistry:
         record = AssetRecord(asset_id=asset_id, sha256=sha256, watermark_payload=watermark_payload,
                              manifest_label=manifest_label, model_id=model_id, policy_version=policy_version,
                              width=width, height=height, pdq=given[PDQ_ALG], pdq_views=views,
-                             pdq_quality=int(quality) if quality.isdigit() else -1, created_at=created_at,
+                             pdq_quality=_quality(quality), created_at=created_at,
                              seq=time.time_ns())
         with Session(self.engine) as session:
             session.merge(record)
@@ -143,7 +151,7 @@ class AssetRegistry:
             if self.blobs.path(sha256, suffix).is_file():
                 rgb = decode(self.blobs.get(sha256, suffix)).rgb
                 plain = pdq(rgb)
-                return {PDQ_ALG: plain.value, PDQ_QUALITY_ALG: str(plain.quality),
+                return {PDQ_ALG: plain.value, PDQ_QUALITY_ALG: f"{plain.quality:02x}",
                         **{f"{PDQ_ALG}:{k}": v for k, v in pdq_views(rgb).items()}}
         raise ValueError(f"no PDQ fingerprint given and blob {sha256} is not in the store")
 

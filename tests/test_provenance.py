@@ -329,7 +329,7 @@ def test_publish_marks_signs_and_stores_idempotently(publisher, config):
     assert asset.watermark_payload == watermark.payload_for("asset-pub-1", key.secret).hex()
     assert asset.watermark_key_id == key.key_id
     assert asset.fingerprints[0] == ("pdq", pdq(decode(stored).rgb).value)
-    assert asset.fingerprints[1] == ("pdq-quality", str(asset.pdq_quality)) and 0 <= asset.pdq_quality <= 100
+    assert asset.fingerprints[1] == ("pdq-quality", f"{asset.pdq_quality:02x}") and 0 <= asset.pdq_quality <= 100
     assert {alg for alg, _ in asset.fingerprints[2:]} == {f"pdq:{v}" for v in asset.pdq_views}
     assert watermark.read(decode(stored).rgb).payload_hex == asset.watermark_payload
     c2pa = ManifestReader(config.signing_material().trust_anchors).read(stored, "image/png")

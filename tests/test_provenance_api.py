@@ -100,7 +100,10 @@ def test_published_image_is_verified_with_all_evidence(client, env):
 def test_stripped_metadata_is_verified_by_the_keyed_watermark_and_pdq(client, env, asset_id):
     body = post(client, reencode(env[1][asset_id], "PNG")).json()
     assert not body["evidence"]["c2pa"]["present"]
-    assert body["verdict"] == "verified" and body["method"] == "watermark"
+    # A flat render's PDQ has a low quality score (it could collide with other flat images): similar, not verified.
+    good = body["evidence"]["fingerprint"]["quality"] >= 50
+    assert body["verdict"] == ("verified" if good else "similar") and body["method"] == "watermark"
+    assert good or asset_id == "shapes-1"
     assert body["asset"]["asset_id"] == asset_id and body["evidence"]["fingerprint"]["distance"] <= 31
     assert body["evidence"]["watermark"]["bit_agreement"] == 1.0
 

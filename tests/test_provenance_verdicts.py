@@ -116,7 +116,7 @@ def test_a_registry_row_whose_payload_is_not_our_hmac_cannot_vouch(world, tmp_pa
     planted = AssetRegistry(f"sqlite:///{tmp_path / 'planted.db'}")  # e.g. a forged `asset.published` event
     planted.upsert(asset_id="planted", sha256="ee" * 32, watermark_payload=row.watermark_payload, model_id="m",
                    policy_version="p", width=SIDE, height=SIDE, created_at=CREATED,
-                   fingerprints=[("pdq", row.pdq), ("pdq-quality", str(row.pdq_quality))])
+                   fingerprints=[("pdq", row.pdq), ("pdq-quality", f"{row.pdq_quality:02x}")])
     rgb = decode(published["rocket"]).rgb
     assert verifier.find_watermark(rgb).record.asset_id == "rocket"
     assert Verifier(verifier.config, planted).find_watermark(rgb) is None  # HMAC("planted") is another payload
