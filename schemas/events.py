@@ -47,6 +47,18 @@ class GenerationSpec(Payload):
     model: str = Field(default="shapes-ldm", min_length=1, max_length=128)
     region: str = Field(default="default", max_length=32)
 
+    class Lora(Payload):
+        """A LoRA adapter from the generator's configured set, by name, at a scale (0 = as if absent)."""
+
+        name: str = Field(min_length=1, max_length=128)
+        scale: float = Field(default=1.0, ge=-4.0, le=4.0)
+
+    # img2img / inpainting inputs by content address (sha256 from POST /v1/uploads), never inline in events
+    init_image: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    mask: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")  # white = repaint; needs init_image
+    strength: float | None = Field(default=None, ge=0.0, le=1.0)  # None: 0.8 img2img, 1.0 inpainting
+    loras: list[Lora] = Field(default_factory=list, max_length=4)
+
     @field_validator("prompt")
     @classmethod
     def _not_blank(cls, value: str) -> str:
