@@ -35,6 +35,11 @@ _AFTER = f"(?!{_W}|[{_LEET_MARKS}]+{_W})"
 _UNSPACED = re.compile("[\u0900-\u097f\u0e00-\u0e7f\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf"
                        "\u4e00-\u9fff\uac00-\ud7af]")
 _OPEN_START = re.compile("[\u0600-\u06ff\u0750-\u077f]")
+
+
+def open_script(key: str) -> bool:
+    """Whether a term key matches without a word boundary before it (unspaced scripts, Arabic)."""
+    return bool(_UNSPACED.search(key) or _OPEN_START.search(key))
 _NUMERALS = "0123456789一二三四五六七八九十百千两〇零"
 _NUM_BEFORE = f"(?<![{_NUMERALS}])"  # "8岁" must not match inside "18岁"
 
@@ -93,9 +98,9 @@ class TermMatcher:
                     self.owners.append(())
                 self.owners[leaf] += ((set_name, term),)
                 unspaced = bool(_UNSPACED.search(key))
-                open_start = unspaced or bool(_OPEN_START.search(key))
+                open_start = open_script(key)
                 forms = [_compact_atoms(key)]
-                if len(key.replace(" ", "")) >= 3 and key.isascii():
+                if len(key.replace(" ", "")) >= 3 and not open_start:
                     forms.append(_spaced_atoms(key))
                 for form, atoms in enumerate(forms):
                     node = tries[open_start]
@@ -113,10 +118,12 @@ class TermMatcher:
     def find_normalized(self, norm: Normalized) -> list[TermHit]:
         hits: list[TermHit] = []
         for regex in (self._regex, None if norm.text.isascii() else self._unspaced):
-            for m in regex.finditer(norm.text) if regex is not None else ():
+            m = regex.search(norm.text) if regex is not None else None
+            while m is not None:  # every start, not just non-overlapping matches: "a n a k e d" has "anak", "naked"
                 leaf = int(m.lastgroup[1:].split("_")[0])
                 span = norm.span_in_source(m.start(), m.end())
                 hits.extend(TermHit(s, t, span) for s, t in self.owners[leaf])
+                m = regex.search(norm.text, m.start() + 1)
         return hits
 
 

@@ -5,7 +5,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from safety.lexical import LEET, LexicalGate, TermMatcher, term_key
+from safety.langpacks import base_set
+from safety.lexical import LEET, LexicalGate, TermMatcher, open_script, term_key
 from safety.normalize import CONFUSABLES, normalize
 from safety.policy import load_pack
 from safety.verdict import Decision
@@ -90,7 +91,7 @@ def _obfuscate_letter(draw, ch: str, spaced: bool) -> str:
         return draw(st.sampled_from(marks)) if marks else ch
     if kind == "lookalike" and ch in LOOKALIKES:
         return draw(st.sampled_from(LOOKALIKES[ch]))
-    if kind == "fullwidth" and ch.isalnum():
+    if kind == "fullwidth" and ch.isascii() and ch.isalnum():
         return chr(ord(ch) + 0xFEE0)
     if kind == "accent" and ch.isalpha():
         return ch + draw(st.sampled_from(["\u0301", "\u0308", "\u0300", "\u0327"]))
@@ -105,7 +106,7 @@ def _obfuscate_letter(draw, ch: str, spaced: bool) -> str:
 def obfuscated_terms(draw):
     term_set, term = draw(st.sampled_from(TERMS))
     key = term_key(term.rstrip("*"))
-    spaced = len(key.replace(" ", "")) >= 3 and draw(st.booleans())
+    spaced = len(key.replace(" ", "")) >= 3 and not open_script(key) and draw(st.booleans())
     if spaced:
         letters = [_obfuscate_letter(draw, ch, True) for ch in key if ch != " "]
         seps = [draw(st.sampled_from(SEPARATORS)) for _ in letters[1:]]
@@ -124,10 +125,12 @@ def test_listed_terms_survive_any_mix_of_obfuscations(case, before, after):
     hits = GATE.matcher.find(before + text + after)
     start, end = len(before), len(before) + len(text)
     # Equivalent spellings ("8yo" / "8 yo") may be the one reported; the set and the place must be right.
-    assert any(h.term_set == term_set and h.span[0] < end and h.span[1] > start for h in hits), (term, text)
+    # Packs of several languages list the same word: the base set (what the rules see) must be right.
+    assert any(base_set(h.term_set) == base_set(term_set) and h.span[0] < end and h.span[1] > start
+               for h in hits), (term, text)
 
 
-WORD_TERMS = [(s, t) for s, t in TERMS if t.isalpha() and len(t) >= 3]
+WORD_TERMS = [(s, t) for s, t in TERMS if t.isalpha() and len(t) >= 3 and not open_script(term_key(t))]
 
 
 @settings(max_examples=300, deadline=None)
