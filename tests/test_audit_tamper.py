@@ -90,21 +90,14 @@ async def delete_records(bootstrap: str, topic: str, partition: int, before: int
 def audit(config: HallmarkConfig, counts: dict[int, int], anchor: bool = True, wait_for_timer: bool = False) -> None:
     """Feed `counts[p]` requests of source partition p through the audit stage (the runner, a producer to the broker);
     then sign every partition's head (or wait for the stage's own timer)."""
-    from streams.kafkaio import make_producer
     from streams.runner import Runner
-    from streams.stages.audit import AuditStage
+    from streams.stages.audit import AuditStage, ProducerSink
     from tests.test_audit_checkpoints import sources
 
     async def go():
-        producer = make_producer(config.kafka_bootstrap)
-        await producer.start()
-
-        class ToBroker:
-            async def send(self, topic, key, value, partition):
-                return await producer.send(topic, value, key=key, partition=partition)
-
+        sink = ProducerSink(config.kafka_bootstrap)  # idempotent, acks=all
         stage = AuditStage(config)
-        runner = Runner(stage, ToBroker())
+        runner = Runner(stage, sink)
         await runner.prepare()
         try:
             for p, n in counts.items():
@@ -121,7 +114,7 @@ def audit(config: HallmarkConfig, counts: dict[int, int], anchor: bool = True, w
         finally:
             stage.timer.cancel()
             await stage.checkpoints.sink.close()
-            await producer.stop()
+            await sink.close()
 
     asyncio.run(go())
 

@@ -125,3 +125,25 @@ def _uuid(value: str | None) -> uuid.UUID | None:
         return uuid.UUID(value) if value else None
     except ValueError:
         return None
+
+
+class ProducerSink:
+    """A runner sink on its own idempotent producer (acks=all), so a retried send never duplicates an audit record;
+    Faust's producer is idempotent only in exactly-once mode. `build_app` can hand it to the audit stage's runner."""
+
+    def __init__(self, bootstrap: str):
+        self.bootstrap, self.producer = bootstrap, None
+
+    async def send(self, topic: str, key: bytes, value: bytes, partition: int | None):
+        if self.producer is None:
+            from streams.kafkaio import make_producer
+
+            producer = make_producer(self.bootstrap)
+            await producer.start()
+            self.producer = producer
+        return await self.producer.send(topic, value, key=key, partition=partition)
+
+    async def close(self) -> None:
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            await producer.stop()
