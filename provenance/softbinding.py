@@ -51,10 +51,10 @@ class SoftBindingService:
     def supported_algorithms() -> dict:
         return {"watermarks": [{"alg": watermark.SOFT_ALG}], "fingerprints": [{"alg": PDQ_SOFT_ALG}]}
 
-    def by_binding(self, alg: str | None, value: str | None, limit: int) -> dict:
+    def by_binding(self, alg, value, limit: int) -> dict:
         """Matches for one soft-binding value (base64, in the algorithm's own format)."""
-        if not alg or not value:
-            raise ImageError(400, "both `alg` and `value` are required")
+        if not isinstance(alg, str) or not isinstance(value, str) or not alg or not value:
+            raise ImageError(400, "both `alg` and `value` are required, as strings")
         raw = _b64(value)
         if alg == watermark.SOFT_ALG:
             if len(raw) * 8 != watermark.PAYLOAD_BITS:

@@ -128,6 +128,7 @@ def test_unrelated_or_copied_content_finds_nothing(service):
                                                    "maxResults": "-1"}), 400),
     (lambda c: c.post("/matches/byBinding", content=b"{nope", headers={"content-type": "application/json"}), 400),
     (lambda c: c.post("/matches/byBinding", json=["a"]), 400),
+    (lambda c: c.post("/matches/byBinding", json={"alg": PDQ_SOFT_ALG, "value": 12345}), 400),
     (lambda c: c.post("/matches/byContent", content=b"%PDF-1.4", headers={"content-type": "application/pdf"}), 415),
     (lambda c: c.post("/matches/byContent", content=encode_png(photo("coffee"))[:5000],
                       headers={"content-type": "image/png"}), 422),  # truncated
