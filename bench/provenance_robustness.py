@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import provenance_images as imgs  # noqa: E402
+
 from hallmark.config import Settings  # noqa: E402
 from provenance import watermark  # noqa: E402
 from provenance.fingerprint import hex_to_bytes, pdq_dihedral  # noqa: E402

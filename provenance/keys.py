@@ -1,4 +1,4 @@
-"""Local development signing keys: an ES256 test CA and an end-entity certificate fit for C2PA claim signing."""
+"""Local keys: an ES256 test CA with a certificate fit for C2PA claim signing, and the server watermark secret."""
 from __future__ import annotations
 
 import datetime as dt

@@ -203,7 +203,8 @@ class AssetRegistry:
 
     def near_duplicates(self, variants: list[str], max_distance: int = PDQ_MATCH_DISTANCE,
                         limit: int = 5) -> list[tuple[AssetRecord, int]]:
-        """Assets whose PDQ is within `max_distance` of any of `variants` (an image's dihedral hashes), nearest first."""
+        """Assets whose PDQ is within `max_distance` of any of `variants` (an image's dihedral hashes), nearest
+        first."""
         hits = self._snap().pdq.nearest(variants, limit, max_distance)
         return [(record, d) for asset_id, d in hits if (record := self.get(asset_id)) is not None]
 

@@ -1,4 +1,4 @@
-"""Verification: one verdict (verified | similar | copy_suspected | unknown) with its evidence. Never names the requester."""
+"""Verification: one verdict (verified | similar | copy_suspected | unknown) with evidence, never the requester."""
 from __future__ import annotations
 
 import hashlib

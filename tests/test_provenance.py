@@ -23,10 +23,10 @@ from provenance.c2pa_manifest import (
     ManifestSigner,
     SigningMaterial,
 )
+from provenance.fingerprint import PDQ_ALG, pdq, pdq_dihedral
 from provenance.images import decode, encode_png
 from provenance.keys import C2PA_CLAIM_SIGNING, generate_test_ca
 from provenance.publisher import ProvenanceConfig, Publisher
-from provenance.fingerprint import PDQ_ALG, pdq, pdq_dihedral
 from provenance.registry import AssetRegistry
 
 SECRET = bytes(range(32))
