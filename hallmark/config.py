@@ -70,6 +70,7 @@ class HallmarkConfig:
     c2pa_cert_chain: Path | None = None
     c2pa_trust_anchors: Path | None = None
     tsa_url: str = ""  # RFC 3161 timestamp authority for manifests; "" = off
+    master_key: Path | None = None  # wraps the tenants' prompt keys at rest; None = keys_dir/master.key
     audit_checkpoint_key: Path | None = None  # Ed25519 key that signs audit checkpoints; None = keys_dir's own
     audit_checkpoint_file: Path | None = None  # append-only checkpoint log to ship elsewhere; None = under home
     audit_checkpoint_every: int = 1000  # records per partition between checkpoints
@@ -135,7 +136,7 @@ class HallmarkConfig:
             api_key=get("HALLMARK_API_KEY", ""), c2pa_key=path("HALLMARK_C2PA_KEY"),
             c2pa_cert_chain=path("HALLMARK_C2PA_CERT_CHAIN"), c2pa_trust_anchors=path("HALLMARK_C2PA_TRUST_ANCHORS"),
             tsa_url=get("HALLMARK_TSA_URL", ""), cache_dir=Path(get("HALLMARK_CACHE", xdg)),
-            audit_checkpoint_key=path("HALLMARK_AUDIT_CHECKPOINT_KEY"),
+            master_key=path("HALLMARK_MASTER_KEY"), audit_checkpoint_key=path("HALLMARK_AUDIT_CHECKPOINT_KEY"),
             audit_checkpoint_file=path("HALLMARK_AUDIT_CHECKPOINT_FILE"),
             audit_checkpoint_every=int(get("HALLMARK_AUDIT_CHECKPOINT_EVERY", base.audit_checkpoint_every)),
             audit_checkpoint_seconds=float(get("HALLMARK_AUDIT_CHECKPOINT_SECONDS", base.audit_checkpoint_seconds)),
@@ -152,6 +153,7 @@ class HallmarkConfig:
                   "HALLMARK_REVIEW_PORT": self.ports.review, "HALLMARK_C2PA_KEY": self.c2pa_key or "",
                   "HALLMARK_C2PA_CERT_CHAIN": self.c2pa_cert_chain or "",
                   "HALLMARK_C2PA_TRUST_ANCHORS": self.c2pa_trust_anchors or "", "HALLMARK_TSA_URL": self.tsa_url,
+                  "HALLMARK_MASTER_KEY": self.master_key or "",
                   "HALLMARK_AUDIT_CHECKPOINT_KEY": self.audit_checkpoint_key or "",
                   "HALLMARK_AUDIT_CHECKPOINT_FILE": self.audit_checkpoint_file or "",
                   "HALLMARK_AUDIT_CHECKPOINT_EVERY": self.audit_checkpoint_every,

@@ -9,8 +9,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hallmark.tenant_keys import TenantKeys
 
 TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,47}$")
 REQUESTS = "requests"
@@ -22,6 +26,7 @@ class Tenant:
     tenant_id: str
     region: str = "default"
     tier: str = "standard"
+    shredded: bool = False  # its prompt keys were deleted: it can submit nothing more
 
     @property
     def principal(self) -> str:
@@ -73,9 +78,11 @@ class TenantRegistry:
         self.save()
         return tenant
 
-    def remove(self, tenant_id: str) -> None:
-        self.refresh().tenants.pop(tenant_id, None)
+    def mark_shredded(self, tenant_id: str) -> Tenant:
+        tenant = self.refresh().tenants[tenant_id]
+        self.tenants[tenant_id] = replace(tenant, shredded=True)
         self.save()
+        return self.tenants[tenant_id]
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,6 +93,22 @@ class TenantRegistry:
                       f, indent=2)
         os.replace(tmp, self.path)
         self._mtime = self.path.stat().st_mtime
+
+
+def tenant_keys(config) -> "TenantKeys":
+    """The tenants' prompt keys, wrapped under the master key file (or `config.master_key`)."""
+    from hallmark.tenant_keys import FileKeyWrap, TenantKeys
+
+    return TenantKeys(config.keys_dir / "tenants", FileKeyWrap(config.master_key or config.keys_dir / "master.key"))
+
+
+def open_registry(config) -> TenantRegistry:
+    """The registry, with a prompt key pair for every tenant that is not shredded (the first start makes `dev`)."""
+    registry, keys = TenantRegistry.load(config.tenants_file), tenant_keys(config)
+    for tenant in registry.tenants.values():
+        if not tenant.shredded:
+            keys.create(tenant.tenant_id)
+    return registry
 
 
 def _read(path: Path) -> dict[str, Tenant]:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from schemas.envelope import SCHEMA_VERSION, Event, PoisonMessage
 
+MAX_PROMPT_CHARS = 2000
 SamplerName = Literal["ddim", "euler", "dpmpp_2m"]  # generator.runtime.samplers.SAMPLERS implements each (a test checks)
 SAMPLERS: tuple[str, ...] = get_args(SamplerName)
 
@@ -32,11 +33,23 @@ class OutcomeStatus(str, Enum):
     FAILED = "failed"
 
 
-class GenerationSpec(Payload):
-    """What the requester asked for. `seed` is always concrete once past ingress, so replays repeat."""
+SEALED_ALG = "hpke-base-x25519-hkdf-sha256-aes256gcm"  # RFC 9180
 
-    prompt: str = Field(min_length=1, max_length=2000)
-    negative_prompt: str = Field(default="", max_length=2000)
+
+class SealedText(Payload):
+    """A prompt sealed to its tenant's public key (HPKE); only stages that need the text open it, in memory."""
+
+    alg: Literal["hpke-base-x25519-hkdf-sha256-aes256gcm"] = SEALED_ALG
+    key_id: str = Field(min_length=1, max_length=64)  # which of the tenant's keys
+    ct: str = Field(min_length=1, max_length=12_000)  # base64(encapsulated key || AES-256-GCM ciphertext)
+
+
+class GenerationSpec(Payload):
+    """What the requester asked for. `seed` is always concrete once past ingress, so replays repeat. On the bus the
+    prompts are sealed (`SealedText`) from the first event on; clear text exists only in a caller's HTTP body."""
+
+    prompt: SealedText | str = Field(union_mode="left_to_right")
+    negative_prompt: SealedText | str = Field(default="", union_mode="left_to_right")
     width: int = Field(default=256, ge=64, le=2048, multiple_of=8)
     height: int = Field(default=256, ge=64, le=2048, multiple_of=8)
     steps: int = Field(default=20, ge=1, le=200)
@@ -61,10 +74,23 @@ class GenerationSpec(Payload):
 
     @field_validator("prompt")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+    def _not_blank(cls, value: SealedText | str) -> SealedText | str:
+        if isinstance(value, str) and not value.strip():
             raise ValueError("prompt is blank")
         return value
+
+    @field_validator("prompt", "negative_prompt")
+    @classmethod
+    def _bounded(cls, value: SealedText | str) -> SealedText | str:
+        if isinstance(value, str) and len(value) > MAX_PROMPT_CHARS:
+            raise ValueError(f"at most {MAX_PROMPT_CHARS} characters")
+        return value
+
+    @property
+    def sealed(self) -> bool:
+        """Whether no prompt field is in clear."""
+        return isinstance(self.prompt, SealedText) and not (isinstance(self.negative_prompt, str)
+                                                            and self.negative_prompt)
 
     @field_validator("guidance")
     @classmethod

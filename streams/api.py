@@ -17,7 +17,8 @@ from sqlmodel import Field, Session, SQLModel, select
 
 from hallmark.config import HallmarkConfig
 from hallmark.db import create_tables
-from hallmark.tenants import TenantRegistry
+from hallmark.sealing import seal_spec
+from hallmark.tenants import open_registry, tenant_keys
 from hallmark.web import HttpError, error_response, invalid, read_body
 from provenance.store import BlobStore
 from schemas import RequestSubmitted, new_event_id, producer_for
@@ -49,7 +50,7 @@ def error(status: int, reason: str, **extra: Any) -> JSONResponse:
 
 def create_app(settings: HallmarkConfig) -> FastAPI:
     keys = ApiKeys.load(settings.home / "api-keys.json")
-    tenants = TenantRegistry.load(settings.tenants_file)
+    tenants, prompt_keys = open_registry(settings), tenant_keys(settings)
     engine = open_readmodels(settings.db_url)
     create_tables(engine, [AcceptedRequest.__table__])
     blobs = BlobStore(settings.blob_dir)
@@ -89,8 +90,8 @@ def create_app(settings: HallmarkConfig) -> FastAPI:
         if unknown:
             return error(422, f"unknown fields: {', '.join(unknown)}")
         registered = tenants.get(tenant)
-        if registered is None:
-            return error(403, "this API key's tenant is not registered (hallmark tenants add)")
+        if registered is None or registered.shredded:
+            return error(403, "this API key's tenant is not registered (hallmark tenants add) or was shredded")
         digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
         data["region"] = registered.region
         if data.get("seed") is None:
@@ -115,9 +116,12 @@ def create_app(settings: HallmarkConfig) -> FastAPI:
                 session.refresh(row)
         except IntegrityError:  # a concurrent call with the same key won the race
             return _replay(_by_key(engine, tenant, idem), row)
+        key_id, public = prompt_keys.public(tenant)  # sealed on the caller's behalf: no clear prompt on the bus
+        sealed = seal_spec(spec.model_dump(), public, key_id, tenant, row.request_id)
         event = RequestSubmitted(event_type=RequestSubmitted.event_type_name, request_id=row.request_id,
                                  tenant_id=tenant, producer=producer_for("api"),
-                                 payload=RequestSubmittedPayload(spec=spec, source="http", idempotency_key=idem))
+                                 payload=RequestSubmittedPayload(spec=GenerationSpec.model_validate(sealed),
+                                                                 source="http", idempotency_key=idem))
         try:
             await state["producer"].send_and_wait("requests", event.to_bytes(), key=event.key())
         except Exception as exc:  # nothing reached the topic: forget the row so a retry can succeed

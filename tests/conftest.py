@@ -62,6 +62,7 @@ class Spine:
 
         if isinstance(event, RequestSubmitted):
             tenant = Tenant(event.tenant_id)
+            event = sealed(self.settings, event)
             self.produce(tenant.topic, event.to_bytes(), event.key(), self.settings.kafka_client(tenant.principal))
             return
         self.produce(topic_for(event.event_type).name, event.to_bytes(), event.key())
@@ -117,7 +118,21 @@ class Spine:
                             timeout=30.0)
 
 
-TEST_TENANTS = ("kafka-tenant", "acme")  # besides `dev`: Kafka submitters of the tests, each with its own topic
+def sealed(settings, event):
+    """A request whose prompts are sealed to its tenant's public key, as a backend does with the helper."""
+    from hallmark.sealing import seal_spec
+    from hallmark.tenants import tenant_keys
+    from schemas.events import GenerationSpec
+
+    if event.payload.spec.sealed:
+        return event
+    key_id, public = tenant_keys(settings).public(event.tenant_id)
+    spec = seal_spec(event.payload.spec.model_dump(), public, key_id, event.tenant_id, event.request_id)
+    return event.model_copy(update={"payload": event.payload.model_copy(
+        update={"spec": GenerationSpec.model_validate(spec)})})
+
+
+TEST_TENANTS = ("kafka-tenant", "acme", "another-tenant")  # besides `dev`: Kafka submitters of the tests, each with its own topic
 
 
 @pytest.fixture(scope="session")
@@ -126,7 +141,7 @@ def spine(kafka, tmp_path_factory):
     from hallmark.broker import free_port
     from hallmark.config import HallmarkConfig, Ports
     from hallmark.stack import Stack, stage_services, web_services
-    from hallmark.tenants import Tenant, TenantRegistry
+    from hallmark.tenants import Tenant, TenantRegistry, open_registry
     from streams.apikeys import ApiKeys
 
     home = tmp_path_factory.mktemp("home")
@@ -136,6 +151,7 @@ def spine(kafka, tmp_path_factory):
     registry = TenantRegistry.load(settings.tenants_file)
     for tenant in TEST_TENANTS:
         registry.add(Tenant(tenant))
+    open_registry(settings)  # their prompt keys
     stack = Stack(settings)
     web = [s for s in web_services(ports) if s.name == "api"]
     try:

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import io
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from PIL import Image
 
+from hallmark.config import HallmarkConfig
+from hallmark.sealing import seal_spec
+from hallmark.tenants import open_registry, tenant_keys
 from provenance.store import BlobStore
 from review.events import decision_event
 from review.tasks import review_task
@@ -61,46 +64,75 @@ def png(color: str = "white") -> bytes:
     return buffer.getvalue()
 
 
-def first_event() -> Event:
-    return RequestSubmitted(event_type=RequestSubmitted.event_type_name, request_id=str(uuid.uuid4()),
-                            tenant_id="dev", producer=producer_for("test"), payload=RequestSubmittedPayload(spec=SPEC))
+@dataclass(frozen=True)
+class Fixture:
+    """What a case builds its input with: the stage's config (tenant keys under its home), blobs and log."""
+
+    config: HallmarkConfig
+    blobs: BlobStore
+    log: MemoryLog
+
+    def spec(self, request_id: str, **changes) -> GenerationSpec:
+        """SPEC with its prompt sealed to the `dev` tenant's key, as everything on the bus carries it."""
+        open_registry(self.config)
+        key_id, public = tenant_keys(self.config).public("dev")
+        return GenerationSpec.model_validate(seal_spec(SPEC.model_copy(update=changes).model_dump(), public, key_id,
+                                                       "dev", request_id))
+
+    def request(self) -> Event:
+        request_id = str(uuid.uuid4())
+        return RequestSubmitted(event_type=RequestSubmitted.event_type_name, request_id=request_id, tenant_id="dev",
+                                producer=producer_for("test"),
+                                payload=RequestSubmittedPayload(spec=self.spec(request_id)))
 
 
-def generated(blobs: BlobStore, log: MemoryLog) -> Event:
-    sha = blobs.put(png())
-    return first_event().follow(ImageGenerated, ImageGeneratedPayload(
-        spec=SPEC, policy_version="1", model_id="m", generation_ms=1.0, images=[ImageRef(sha256=sha, index=0, width=256, height=256,
-                                                                      seed=7)]), producer_for("test"))
+def generated(fx: Fixture) -> Event:
+    sha, first = fx.blobs.put(png()), fx.request()
+    return first.follow(ImageGenerated, ImageGeneratedPayload(
+        spec=first.payload.spec, policy_version="1", model_id="m", generation_ms=1.0,
+        images=[ImageRef(sha256=sha, index=0, width=256, height=256, seed=7)]), producer_for("test"))
 
 
-def allowed(blobs: BlobStore, log: MemoryLog) -> Event:
+def allowed(fx: Fixture) -> Event:
     """An allow verdict for images the generation stage made for that request (on `images`, as the publisher
     checks)."""
-    made = generated(blobs, log)
-    log.append("images", made.to_bytes(), 0, made.key())
+    made = generated(fx)
+    fx.log.append("images", made.to_bytes(), 0, made.key())
     p = made.payload
-    return made.follow(ImageVerdict, ImageVerdictPayload(spec=SPEC, model_id=p.model_id, images=p.images,
+    return made.follow(ImageVerdict, ImageVerdictPayload(spec=p.spec, model_id=p.model_id, images=p.images,
                                                          verdict=ALLOW), producer_for("test"))
 
 
-def approval(blobs: BlobStore, log: MemoryLog) -> Event:
+def approval(fx: Fixture) -> Event:
     """A reviewer's approval of a prompt task the router wrote (on `review-tasks`, as the review stage checks)."""
-    task = review_task(first_event(), "prompt", ALLOW, producer_for("test"), ReviewPolicy())
-    log.append("review-tasks", task.to_bytes(), 0, task.key())
+    first = fx.request()
+    task = review_task(first, "prompt", ALLOW, producer_for("test"), ReviewPolicy())
+    fx.log.append("review-tasks", task.to_bytes(), 0, task.key())
     return decision_event(task, "approve", "ann", "fine")
+
+
+def screened(fx: Fixture) -> Event:
+    first = fx.request()
+    return first.follow(PromptVerdict, PromptVerdictPayload(spec=first.payload.spec, verdict=ALLOW),
+                        producer_for("test"))
+
+
+def job(fx: Fixture) -> Event:
+    first = fx.request()
+    return first.follow(JobCreated, JobCreatedPayload(spec=fx.spec(first.request_id, steps=2), policy_version="1"),
+                        producer_for("test"))
 
 
 @dataclass(frozen=True)
 class StageCase:
-    """`deps(blobs, failing)` gives the fakes a stage is built with; `event(blobs, log)` one valid input (writing
-    what it presupposes into the stage's log)."""
+    """`deps(blobs, failing)` gives the fakes a stage is built with; `event(fx)` one valid input (writing what it
+    presupposes into the stage's log)."""
 
-    event: Callable[[BlobStore, MemoryLog], Event]
+    event: Callable[[Fixture], Event]
     deps: Callable[[BlobStore, bool], dict[str, Any]] = lambda blobs, failing: {}
     emits: tuple[str, ...] = ()  # event types a valid input yields
     gate: bool = False  # a gate stage: an exception inside its gate must become a review verdict
     replay_dedupes: bool = False  # a second delivery of one offset yields nothing (rather than the same events)
-    notes: list[str] = field(default_factory=list)
 
 
 def gates(blobs: BlobStore, failing: bool) -> dict[str, Any]:
@@ -108,18 +140,14 @@ def gates(blobs: BlobStore, failing: bool) -> dict[str, Any]:
 
 
 CASES: dict[str, StageCase] = {
-    "prompt-gate": StageCase(lambda blobs, log: first_event(), gates, ("prompt.verdict",), gate=True),
-    "router": StageCase(lambda blobs, log: first_event().follow(PromptVerdict, PromptVerdictPayload(spec=SPEC,
-                                                                                                    verdict=ALLOW),
-                                                                producer_for("test")), emits=("job.created",)),
-    "generation": StageCase(lambda blobs, log: first_event().follow(JobCreated, JobCreatedPayload(
-        spec=SPEC.model_copy(update={"steps": 2}), policy_version="1"), producer_for("test")),
-        emits=("image.generated",)),
+    "prompt-gate": StageCase(Fixture.request, gates, ("prompt.verdict",), gate=True),
+    "router": StageCase(screened, emits=("job.created",)),
+    "generation": StageCase(job, emits=("image.generated",)),
     "output-gate": StageCase(generated, gates, ("image.verdict",), gate=True),
     "review": StageCase(approval, emits=("job.created",)),
     "publisher": StageCase(allowed, lambda blobs, failing: {"publisher": FakePublisher(blobs)},
                            ("asset.published", "outcome"), replay_dedupes=True),
-    "audit": StageCase(lambda blobs, log: first_event(), emits=("audit.record",), replay_dedupes=True),
-    "projections": StageCase(lambda blobs, log: first_event()),
+    "audit": StageCase(Fixture.request, emits=("audit.record",), replay_dedupes=True),
+    "projections": StageCase(Fixture.request),
     "review-queue": StageCase(approval),
 }

@@ -4,10 +4,11 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Sequence
 
-from hallmark.tenants import TenantRegistry
+from hallmark.sealing import open_spec, reason_code
+from hallmark.tenants import open_registry, tenant_keys
 from schemas import Event, OutcomeStatus, PromptVerdict
 from schemas.events import GateResult, GenerationSpec, PromptVerdictPayload
-from streams.base import Source, Stage, in_thread, outcome, warm_up
+from streams.base import Source, Stage, dead_letter, in_thread, outcome, warm_up
 from streams.convert import fail_closed, gate_result, worst
 
 GATE_TIMEOUT_S = 20.0
@@ -25,28 +26,38 @@ class PromptGateStage(Stage):
         from safety.gates import load_prompt_gate
 
         self.gate = self.deps.get("gate") or await in_thread(load_prompt_gate)
-        self.tenants = self.deps.get("tenants") or TenantRegistry.load(self.settings.tenants_file)
+        self.tenants = self.deps.get("tenants") or open_registry(self.settings)
+        self.keys = self.deps.get("keys") or tenant_keys(self.settings)
         await warm_up(self.name, self.gate, ["a red circle"])
 
     async def handle_batch(self, items: Sequence[tuple[Event, Source]]) -> list[list[Event]]:
-        """Screen prompt and negative prompt of every request (the worst verdict counts) under its tenant's
-        region: the region comes from the tenant registry, never from the request body."""
+        """Open each request's sealed prompts in memory and screen prompt and negative prompt (the worst verdict
+        counts) under its tenant's region, which comes from the tenant registry, never from the request body."""
         specs: dict[int, GenerationSpec] = {}
+        refused: dict[int, list[Event]] = {}
         texts: dict[str, list[tuple[int, str]]] = defaultdict(list)  # region → (item, text)
-        for i, (event, _) in enumerate(items):
+        for i, (event, source) in enumerate(items):
             tenant = self.tenants.get(event.tenant_id)
-            if tenant is None:
+            if tenant is None or tenant.shredded:
+                refused[i] = [outcome(event, self.producer, OutcomeStatus.FAILED,
+                                      "unknown_tenant" if tenant is None else "tenant_shredded")]
+                continue
+            try:
+                opened = open_spec(event.payload.spec, self.keys, event.tenant_id, event.request_id)
+            except Exception as exc:  # a clear prompt on the bus, a shredded key, a ciphertext not for this request
+                code = reason_code(exc)
+                refused[i] = [dead_letter(self.name, source, code),
+                              outcome(event, self.producer, OutcomeStatus.FAILED, code)]
                 continue
             specs[i] = event.payload.spec.model_copy(update={"region": tenant.region})
-            texts[tenant.region] += [(i, t) for t in (specs[i].prompt, specs[i].negative_prompt) if t.strip()]
+            texts[tenant.region] += [(i, t) for t in opened if t.strip()]
         found: dict[int, list[GateResult]] = defaultdict(list)
         for region, pairs in texts.items():
             for (i, _), verdict in zip(pairs, await self._screen([t for _, t in pairs], region)):
                 found[i].append(verdict)
-        return [[event.follow(PromptVerdict, PromptVerdictPayload(spec=specs[i], verdict=worst(found[i])),
-                              self.producer)] if i in specs else
-                [outcome(event, self.producer, OutcomeStatus.FAILED, "unknown_tenant")]
-                for i, (event, _) in enumerate(items)]
+        return [refused[i] if i in refused else
+                [event.follow(PromptVerdict, PromptVerdictPayload(spec=specs[i], verdict=worst(found[i])),
+                              self.producer)] for i, (event, _) in enumerate(items)]
 
     async def _screen(self, texts: list[str], region: str) -> list[GateResult]:
         try:
