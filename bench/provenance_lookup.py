@@ -74,11 +74,11 @@ def registry_with(n: int, codes: np.ndarray, target: str, home: Path):
             conn.execute(AssetRecord.__table__.insert(), [
                 dict(asset_id=f"a{i}", sha256=f"{i:064x}", watermark_payload=hexes[i][:16], manifest_label=None,
                      model_id="m", policy_version="p", width=256, height=256, pdq=hexes[i], pdq_views="",
-                     pdq_quality=100, created_at=when, seq=0) for i in range(start, min(n, start + 100_000))])
+                     pdq_quality=100, created_at=when) for i in range(start, min(n, start + 100_000))])
         conn.execute(AssetRecord.__table__.insert(), [dict(
             asset_id="target", sha256="f" * 64, watermark_payload="", manifest_label=None, model_id="m",
-            policy_version="p", width=512, height=512, pdq=target, pdq_views="", pdq_quality=100, created_at=when,
-            seq=0)])
+            policy_version="p", width=512, height=512, pdq=target, pdq_views="", pdq_quality=100,
+            created_at=when)])
     registry.watermarked()  # first use loads memory
     return registry
 

@@ -32,7 +32,16 @@ class AssetRecord(SQLModel, table=True):
     pdq_views: str = ""  # PDQ of fingerprint.VIEWS of the published pixels: space-separated hex
     pdq_quality: int = -1  # PDQ's quality score, 0–100; -1 unknown
     created_at: dt.datetime
-    seq: int = Field(default=0, index=True)  # wall clock (ns) of the upsert: readers fetch only what changed
+
+
+class AssetChange(SQLModel, table=True):
+    """When each asset row was last written (wall clock, ns), so readers fetch only what changed. A table apart:
+    `provenance_assets` stays a pure function of the `assets` events (a rebuild yields identical rows)."""
+
+    __tablename__ = "provenance_asset_changes"
+
+    asset_id: str = Field(primary_key=True)
+    seq: int = Field(index=True)
 
 
 _SEQ_OVERLAP_NS = 5_000_000_000  # a writer's clock may run this far behind another's
@@ -96,7 +105,7 @@ def _drop_outdated_table(engine) -> None:
     inspector = inspect(engine)
     if AssetRecord.__tablename__ in inspector.get_table_names():
         columns = {c["name"] for c in inspector.get_columns(AssetRecord.__tablename__)}
-        if "seq" not in columns:
+        if "pdq_quality" not in columns:
             AssetRecord.__table__.drop(engine)
 
 
@@ -117,7 +126,7 @@ class AssetRegistry:
         self._memory: _Memory | None = None
         self._lock = threading.Lock()
         _drop_outdated_table(self.engine)
-        create_tables(self.engine, [AssetRecord.__table__])
+        create_tables(self.engine, [AssetRecord.__table__, AssetChange.__table__])
 
     def upsert(self, *, asset_id: str, sha256: str, watermark_payload: str, model_id: str, policy_version: str,
                width: int, height: int, created_at: dt.datetime, manifest_label: str | None = None,
@@ -132,10 +141,10 @@ class AssetRegistry:
         record = AssetRecord(asset_id=asset_id, sha256=sha256, watermark_payload=watermark_payload,
                              manifest_label=manifest_label, model_id=model_id, policy_version=policy_version,
                              width=width, height=height, pdq=given[PDQ_ALG], pdq_views=views,
-                             pdq_quality=_quality(quality), created_at=created_at,
-                             seq=time.time_ns())
+                             pdq_quality=_quality(quality), created_at=created_at)
         with Session(self.engine) as session:
             session.merge(record)
+            session.merge(AssetChange(asset_id=asset_id, seq=time.time_ns()))
             session.commit()
         if self._memory is not None:
             self._memory.polled_at = float("-inf")  # this process's own upserts show at once
@@ -184,6 +193,7 @@ class AssetRegistry:
 
         with Session(self.engine) as session:
             session.exec(delete(AssetRecord))
+            session.exec(delete(AssetChange))
             session.commit()
         self._memory = None
 
@@ -223,8 +233,11 @@ class AssetRegistry:
                     mem, since = _Memory(loaded_at=now), None
                 else:
                     since = mem.seq - _SEQ_OVERLAP_NS
-                query = select(AssetRecord.asset_id, AssetRecord.watermark_payload, AssetRecord.pdq, AssetRecord.seq)
-                mem.apply(list(session.exec(query if since is None else query.where(AssetRecord.seq >= since))))
+                query = select(AssetRecord.asset_id, AssetRecord.watermark_payload, AssetRecord.pdq,
+                               AssetChange.seq).join(AssetChange, AssetChange.asset_id == AssetRecord.asset_id,
+                                                     isouter=True)
+                found = session.exec(query if since is None else query.where(AssetChange.seq >= since)).all()
+                mem.apply([(i, w, p, q or 0) for i, w, p, q in found])
             mem.rows, mem.polled_at = rows, now
             self._memory = mem
             return mem
