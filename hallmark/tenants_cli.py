@@ -15,6 +15,9 @@ def register(subparsers) -> None:
     add.set_defaults(func=_add)
     listing = sub.add_parser("list", help="the registered tenants (JSON lines)")
     listing.set_defaults(func=_list)
+    shred = sub.add_parser("shred", help="crypto-shred a tenant: delete its prompt keys, uploads and credentials")
+    shred.add_argument("tenant_id")
+    shred.set_defaults(func=_shred)
 
 
 def _add(args: argparse.Namespace) -> int:
@@ -56,8 +59,38 @@ def _provision(config) -> str:
 def _list(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from hallmark.tenants import TenantRegistry
+    from hallmark.tenant_keys import Shredded
+    from hallmark.tenants import open_registry, tenant_keys
 
-    for tenant in TenantRegistry.load(args.config.tenants_file).tenants.values():
-        print(json.dumps({**asdict(tenant), "kafka_principal": tenant.principal, "kafka_topic": tenant.topic}))
+    keys = tenant_keys(args.config)
+    for tenant in open_registry(args.config).tenants.values():
+        try:
+            key_id, public = keys.public(tenant.tenant_id)
+        except Shredded:
+            key_id, public = None, None
+        print(json.dumps({**asdict(tenant), "kafka_principal": tenant.principal, "kafka_topic": tenant.topic,
+                          "prompt_key_id": key_id, "prompt_public_key": public}))
+    return 0
+
+
+def _shred(args: argparse.Namespace) -> int:
+    """Every prompt sealed to the tenant becomes unreadable everywhere (topics, tables, blobs, logs): its key
+    pair is overwritten and deleted; its uploads, API keys and Kafka credentials go too."""
+    from hallmark.cli import CommandError
+    from hallmark.tenants import TenantRegistry, tenant_keys
+    from provenance.store import BlobStore
+    from streams.apikeys import ApiKeys
+    from streams.uploads import UploadStore
+
+    config = args.config
+    registry = TenantRegistry.load(config.tenants_file)
+    if args.tenant_id not in registry.tenants:
+        raise CommandError(f"no tenant {args.tenant_id!r}")
+    tenant = registry.mark_shredded(args.tenant_id)
+    keys_deleted = tenant_keys(config).shred(tenant.tenant_id)
+    UploadStore(BlobStore(config.blob_dir)).shred(tenant.tenant_id)
+    revoked = ApiKeys.load(config.home / "api-keys.json").revoke(tenant.tenant_id)
+    (config.kafka_credentials / f"{tenant.principal}.json").unlink(missing_ok=True)
+    print(json.dumps({"tenant_id": tenant.tenant_id, "shredded": True, "prompt_keys_deleted": keys_deleted,
+                      "api_keys_revoked": revoked}))
     return 0

@@ -18,6 +18,7 @@ from review.decisions import first_escalation, first_final
 from review.tasks import GATE_ERROR_STAGE
 from safety.policy import ReviewPolicy
 from schemas import AuditRecord, Event, ReviewDecided, ReviewTaskCreated
+from schemas.events import SealedText
 
 SENIOR = "senior"
 
@@ -45,6 +46,7 @@ class ReviewQueueRow(SQLModel, table=True):
     task_event_id: str
     task_key: str  # occurred_at|event_id of the task event kept (a re-sent task keeps the first)
     task_partition: int  # where that event sits on `review-tasks`: the console reads the full spec from there
+    sealed_prompts: str = "{}"  # the task's prompts as sealed to the tenant (ciphertext; the console opens them)
     task_offset: int
     escalated_at: float | None = None
     escalated_by: str | None = None
@@ -124,7 +126,9 @@ class ReviewProjector:
                       score=v.score, verdict_stage=v.stage, policy_id=v.policy_id, policy_version=v.policy_version,
                       model_id=p.model_id, image_sha256s=json.dumps([ref.sha256 for ref in p.images]),
                       created_at=event.occurred_at.timestamp(), sla_deadline=p.sla_deadline.timestamp(),
-                      task_event_id=str(event.event_id), task_key=key, task_partition=partition, task_offset=offset)
+                      task_event_id=str(event.event_id), task_key=key, task_partition=partition, task_offset=offset,
+                      sealed_prompts=json.dumps({name: value.model_dump() for name in ("prompt", "negative_prompt")
+                                                 if isinstance(value := getattr(p.spec, name), SealedText)}))
         if row is None:
             row = ReviewQueueRow(task_id=str(p.task_id), **fields)
             session.add(row)

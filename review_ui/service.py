@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from hallmark.config import HallmarkConfig
 from hallmark.db import create_tables, engine_for
+from hallmark.tenants import tenant_keys
 from hallmark.web import HttpError
 from provenance.store import BlobStore
 from review.claims import Claim, ClaimError, ClaimStore
@@ -82,6 +83,7 @@ class Console:
         self.users = UserStore(self.engine)
         self.sessions = SessionStore(self.engine, config.session_idle_s, config.session_absolute_s, clock)
         self.sender = EventSender(settings.kafka_client())
+        self.prompt_keys = tenant_keys(settings)
         self.blobs = BlobStore(settings.blob_dir)
         self.throttle = LoginThrottle(self.engine, config.login_throttle, clock)
 
@@ -152,7 +154,27 @@ class Console:
                                                ReviewHistoryRow.audit_offset)).all())
 
     def _prompt(self, row: ReviewQueueRow, history: list[ReviewHistoryRow]) -> tuple[str | None, str | None, str]:
-        """Decrypt the prompt server-side from the audit's AES-GCM ciphertext (the task's own record first)."""
+        """Open the task's sealed prompts server-side with the tenant's key (older tasks: the audit's ciphertext)."""
+        from cryptography.exceptions import InvalidTag
+
+        from hallmark.sealing import unseal
+        from hallmark.tenant_keys import Shredded
+        from schemas.events import SealedText
+
+        sealed = {name: SealedText.model_validate(v) for name, v in json.loads(row.sealed_prompts or "{}").items()}
+        if sealed:
+            try:
+                texts = {name: unseal(box, self.prompt_keys.private(row.tenant_id, box.key_id), row.tenant_id,
+                                      row.request_id, name) for name, box in sealed.items()}
+            except Shredded:
+                return None, None, "the prompt was crypto-shredded: its tenant's keys have been deleted"
+            except InvalidTag:
+                return None, None, "the prompt cannot be opened with its tenant's key"
+            return texts.get("prompt"), texts.get("negative_prompt") or None, ""
+        return self._audited_prompt(row, history)
+
+    def _audited_prompt(self, row: ReviewQueueRow, history: list[ReviewHistoryRow]):
+        """Tasks from before prompts were sealed: the audit's AES-GCM ciphertext (the task's own record first)."""
         from cryptography.exceptions import InvalidTag
 
         from streams.auditlog import AuditKeys, decrypt_prompts

@@ -44,12 +44,23 @@ class ApiKeys:
         """A new key for `tenant`, saved at once (0600); the API reads the file when it starts."""
         key = f"hm_{secrets.token_urlsafe(24)}"
         self.keys[key] = tenant
+        self._save()
+        return key
+
+    def revoke(self, tenant: str) -> int:
+        """Remove every key of `tenant`; returns how many there were."""
+        gone = [k for k, t in self.keys.items() if t == tenant]
+        for key in gone:
+            del self.keys[key]
+        self._save()
+        return len(gone)
+
+    def _save(self) -> None:
         tmp = self.path.with_suffix(f".tmp{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump({"keys": self.keys}, f, indent=2)
         os.replace(tmp, self.path)
-        return key
 
     def dev_key(self) -> str | None:
         return next((k for k, t in self.keys.items() if t == DEV_TENANT), None)

@@ -132,7 +132,7 @@ def sealed(settings, event):
         update={"spec": GenerationSpec.model_validate(spec)})})
 
 
-TEST_TENANTS = ("kafka-tenant", "acme", "another-tenant")  # besides `dev`: Kafka submitters of the tests, each with its own topic
+TEST_TENANTS = ("kafka-tenant", "acme", "another-tenant", "shred-me")  # besides `dev`: Kafka submitters of the tests, each with its own topic
 
 
 @pytest.fixture(scope="session")
