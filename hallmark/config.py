@@ -61,6 +61,7 @@ class HallmarkConfig:
     kafka_bootstrap: str = "127.0.0.1:19092"
     kafka_principal: str = ""  # this process's Kafka principal (its credentials file is under kafka_credentials)
     kafka_secure: bool = True  # the local broker authenticates (SASL/SCRAM) and authorizes (ACLs) every client
+    prompt_sealing: bool = True  # prompts travel sealed; off only to measure its cost (bench/pipeline.py)
     kafka_credentials_dir: Path | None = None  # one 0600 JSON file per principal; None = home/kafka-credentials
     database_url: str = ""  # "" = SQLite under home
     model_dir: str = ""  # "" = the embedded shapes model
@@ -130,6 +131,7 @@ class HallmarkConfig:
             kafka_principal=get("HALLMARK_KAFKA_PRINCIPAL", ""),
             kafka_secure=get("HALLMARK_KAFKA_SECURE", "1") not in ("0", "false", "no"),
             kafka_credentials_dir=path("HALLMARK_KAFKA_CREDENTIALS"),
+            prompt_sealing=get("HALLMARK_PROMPT_SEALING", "1") not in ("0", "false", "no"),
             database_url=get("HALLMARK_DATABASE_URL", ""), model_dir=get("HALLMARK_MODEL_DIR", ""),
             ports=Ports(int(get("HALLMARK_API_PORT", base.ports.api)), int(get("HALLMARK_VERIFY_PORT",
                         base.ports.verify)), int(get("HALLMARK_REVIEW_PORT", base.ports.review))),
@@ -148,6 +150,7 @@ class HallmarkConfig:
         values = {"HALLMARK_HOME": self.home, "HALLMARK_KAFKA": self.kafka_bootstrap,
                   "HALLMARK_KAFKA_PRINCIPAL": self.kafka_principal, "HALLMARK_KAFKA_SECURE": int(self.kafka_secure),
                   "HALLMARK_KAFKA_CREDENTIALS": self.kafka_credentials_dir or "",
+                  "HALLMARK_PROMPT_SEALING": int(self.prompt_sealing),
                   "HALLMARK_DATABASE_URL": self.database_url, "HALLMARK_MODEL_DIR": self.model_dir,
                   "HALLMARK_API_PORT": self.ports.api, "HALLMARK_VERIFY_PORT": self.ports.verify,
                   "HALLMARK_REVIEW_PORT": self.ports.review, "HALLMARK_C2PA_KEY": self.c2pa_key or "",

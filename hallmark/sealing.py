@@ -60,19 +60,19 @@ class ClearPrompt(ValueError):
     """A prompt field in clear where only sealed prompts may travel (reason code `clear_prompt`)."""
 
 
-def open_spec(spec, keys, tenant: str, request_id: str) -> tuple[str, str]:
+def open_spec(spec, keys, tenant: str, request_id: str, allow_clear: bool = False) -> tuple[str, str]:
     """(prompt, negative prompt) of a sealed spec, opened in memory with the tenant's private key.
 
-    Raises `ClearPrompt` for a clear prompt, `hallmark.tenant_keys.Shredded` when the tenant's key is gone, and
+    Raises `ClearPrompt` for a clear prompt (unless `allow_clear`: only with sealing switched off to measure it), `hallmark.tenant_keys.Shredded` when the tenant's key is gone, and
     `cryptography.exceptions.InvalidTag` for a ciphertext that is not this request's.
     """
     texts = []
     for name in FIELDS:
         value = getattr(spec, name)
         if isinstance(value, str):
-            if value:
+            if value and not allow_clear:
                 raise ClearPrompt(name)
-            texts.append("")
+            texts.append(value)
             continue
         texts.append(unseal(value, keys.private(tenant, value.key_id), tenant, request_id, name))
     return texts[0], texts[1]

@@ -116,8 +116,10 @@ def create_app(settings: HallmarkConfig) -> FastAPI:
                 session.refresh(row)
         except IntegrityError:  # a concurrent call with the same key won the race
             return _replay(_by_key(engine, tenant, idem), row)
-        key_id, public = prompt_keys.public(tenant)  # sealed on the caller's behalf: no clear prompt on the bus
-        sealed = seal_spec(spec.model_dump(), public, key_id, tenant, row.request_id)
+        sealed = spec.model_dump()
+        if settings.prompt_sealing:  # sealed on the caller's behalf: no clear prompt on the bus
+            key_id, public = prompt_keys.public(tenant)
+            sealed = seal_spec(sealed, public, key_id, tenant, row.request_id)
         event = RequestSubmitted(event_type=RequestSubmitted.event_type_name, request_id=row.request_id,
                                  tenant_id=tenant, producer=producer_for("api"),
                                  payload=RequestSubmittedPayload(spec=GenerationSpec.model_validate(sealed),

@@ -43,7 +43,8 @@ class PromptGateStage(Stage):
                                       "unknown_tenant" if tenant is None else "tenant_shredded")]
                 continue
             try:
-                opened = open_spec(event.payload.spec, self.keys, event.tenant_id, event.request_id)
+                opened = open_spec(event.payload.spec, self.keys, event.tenant_id, event.request_id,
+                                   allow_clear=not self.settings.prompt_sealing)
             except Exception as exc:  # a clear prompt on the bus, a shredded key, a ciphertext not for this request
                 code = reason_code(exc)
                 refused[i] = [dead_letter(self.name, source, code),
