@@ -4,6 +4,7 @@ dedicated broker, so the session's shared stack is never disturbed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -106,13 +107,15 @@ def audit(config: HallmarkConfig, counts: dict[int, int], anchor: bool = True, w
                     await runner.process(sources(min(4, n - i), partition=p, first=first + i))
             if wait_for_timer:
                 for _ in range(100):
-                    if checkpoint_file(config).exists():
+                    if all(stage.checkpoints.waiting(p) == 0 for p in counts):  # written to the file and the topic
                         break
                     await asyncio.sleep(0.2)
             elif anchor:
                 await stage.checkpoints.checkpoint(sorted(counts))
         finally:
             stage.timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stage.timer
             await stage.checkpoints.sink.close()
             await sink.close()
 
