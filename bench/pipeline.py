@@ -1,7 +1,11 @@
-"""Pipeline benchmark: N requests end to end through the real stack; p50/p99 per stage from event timestamps.
+"""Pipeline benchmark: what authentication and sealed prompts cost, end to end through two real stacks.
 
-    python bench/pipeline.py --n 20              # starts its own broker and stages in a temp dir, then stops them
-    python bench/pipeline.py --n 20 --running    # uses the stack `hallmark up` started (HALLMARK_* settings)
+    python bench/pipeline.py                      # 10 rounds × 10 requests per mode, interleaved
+    python bench/pipeline.py --only secure --rounds 2
+
+It starts two brokers and two sets of stage processes in a temp dir: `secure` (SASL/SCRAM, ACLs, prompts sealed
+to the tenant's key) and `plain` (neither), then runs rounds of requests submitted as a tenant on its own topic,
+alternating between the modes (and which goes first), so a drift in the machine's speed hits both alike.
 
 Stage latency = occurred_at of a stage's output event − occurred_at of the event it answers (its causation),
 so it includes queueing in Kafka and batching, not only compute.
@@ -27,7 +31,8 @@ from streams.topiclog import read_all  # noqa: E402
 
 STAGE_OF = {"prompt.verdict": "prompt-gate", "job.created": "router", "image.generated": "generation",
             "image.verdict": "output-gate", "asset.published": "publisher"}
-TOPICS = ("requests", "prompt-verdicts", "jobs", "images", "image-verdicts", "assets", "outcomes")
+TOPICS = ("requests.bench", "prompt-verdicts", "jobs", "images", "image-verdicts", "assets", "outcomes")
+BENCH_TENANT = "bench"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -35,14 +40,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-async def produce(client, events: list) -> None:
+async def produce(client, topic: str, events: list) -> None:
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(**client.aiokafka(), acks="all")
     await producer.start()
     try:
         for event in events:
-            await producer.send_and_wait("requests", event.to_bytes(), key=event.key())
+            await producer.send_and_wait(topic, event.to_bytes(), key=event.key())
     finally:
         await producer.stop()
 
@@ -60,80 +65,127 @@ async def events_of(client, ids: set[str]) -> dict[str, list]:
     return found
 
 
-def run(settings: HallmarkConfig, n: int, steps: int, timeout: float) -> int:
+def requests_for(settings: HallmarkConfig, tenant: str, n: int, steps: int, tag: str) -> list:
+    """n requests of `tenant`, sealed to its key when the stack seals prompts (as a backend does)."""
+    from hallmark.sealing import seal_spec
+    from hallmark.tenants import tenant_keys
+
     producer = Producer(service="bench", version="1")
-    tag = uuid.uuid4().hex[:8]
     prompts = ["a red circle above a blue square", "two green triangles on a white background",
-               "a small yellow star left of a large purple circle"]
-    events = [RequestSubmitted(event_type=RequestSubmitted.event_type_name, request_id=f"bench-{tag}-{i}",
-                               tenant_id="bench", producer=producer, payload=RequestSubmittedPayload(
-                                   spec=GenerationSpec(prompt=prompts[i % len(prompts)], seed=i, steps=steps)))
-              for i in range(n)]
-    ids = {e.request_id for e in events}
+               "a small yellow square left of a large purple circle"]
+    events = []
+    for i in range(n):
+        rid = f"bench-{tag}-{i}"
+        spec = {"prompt": prompts[i % len(prompts)], "seed": i, "steps": steps}
+        if settings.prompt_sealing:
+            key_id, public = tenant_keys(settings).public(tenant)
+            spec = seal_spec(spec, public, key_id, tenant, rid)
+        events.append(RequestSubmitted(event_type=RequestSubmitted.event_type_name, request_id=rid, tenant_id=tenant,
+                                       producer=producer, payload=RequestSubmittedPayload(
+                                           spec=GenerationSpec.model_validate(spec))))
+    return events
+
+
+def run_round(settings: HallmarkConfig, tenant: str, n: int, steps: int, timeout: float) -> tuple[list, float]:
+    """Submit n requests as the tenant, on its own topic; wait for every outcome. → (their events, seconds)."""
+    from hallmark.tenants import Tenant
+
+    events = requests_for(settings, tenant, n, steps, uuid.uuid4().hex[:8])
+    ids, client = {e.request_id for e in events}, settings.kafka_client(Tenant(tenant).principal)
     started = time.monotonic()
-    asyncio.run(produce(settings.operator_client(), events))
+    asyncio.run(produce(client, Tenant(tenant).topic, events))
     while True:
         found = asyncio.run(events_of(settings.operator_client(), ids))
         done = {rid for rid, evs in found.items() if any(e.event_type == "outcome" for e in evs)}
         if len(done) == n or time.monotonic() - started > timeout:
             break
-        time.sleep(2.0)
-    found = asyncio.run(events_of(settings.operator_client(), ids))  # topics were read one after another: read again
+        time.sleep(0.5)
+    return list(asyncio.run(events_of(settings.operator_client(), ids)).values()), time.monotonic() - started
+
+
+def report(name: str, rounds: list[tuple[list, float]]) -> dict[str, float]:
+    """Per-stage and end-to-end latencies (from event timestamps) and throughput; prints them, returns the p50s."""
     lat: dict[str, list[float]] = defaultdict(list)
     statuses: dict[str, int] = defaultdict(int)
-    first_in, last_out = None, None
-    for rid, evs in found.items():
-        by_id = {e.event_id: e for e in evs}
-        for e in evs:
-            cause = by_id.get(e.causation_id)
-            if e.event_type in STAGE_OF and cause is not None:
-                lat[STAGE_OF[e.event_type]].append((e.occurred_at - cause.occurred_at).total_seconds() * 1000)
-        submitted = next(e for e in evs if e.event_type == "request.submitted")
-        outcome = next((e for e in evs if e.event_type == "outcome"), None)
-        first_in = min(first_in or submitted.occurred_at, submitted.occurred_at)
-        if outcome is not None:
-            statuses[outcome.payload.status.value] += 1
-            lat["end-to-end"].append((outcome.occurred_at - submitted.occurred_at).total_seconds() * 1000)
-            last_out = max(last_out or outcome.occurred_at, outcome.occurred_at)
-    print(f"requests: {n}  finished: {sum(statuses.values())}  outcomes: {dict(statuses)}  steps: {steps}")
+    for found, _ in rounds:
+        for evs in found:
+            by_id = {e.event_id: e for e in evs}
+            for e in evs:
+                cause = by_id.get(e.causation_id)
+                if e.event_type in STAGE_OF and cause is not None:
+                    lat[STAGE_OF[e.event_type]].append((e.occurred_at - cause.occurred_at).total_seconds() * 1000)
+            submitted = next(e for e in evs if e.event_type == "request.submitted")
+            outcome = next((e for e in evs if e.event_type == "outcome"), None)
+            if outcome is not None:
+                statuses[outcome.payload.status.value] += 1
+                lat["end-to-end"].append((outcome.occurred_at - submitted.occurred_at).total_seconds() * 1000)
+    finished, seconds = sum(statuses.values()), sum(t for _, t in rounds)
+    print(f"\n[{name}] requests: {sum(len(f) for f, _ in rounds)}  outcomes: {dict(statuses)}")
     print(f"{'stage':<12} {'count':>5} {'p50 ms':>10} {'p99 ms':>10} {'mean ms':>10}")
+    p50 = {}
     for stage in [*dict.fromkeys(STAGE_OF.values()), "end-to-end"]:
         values = lat.get(stage)
         if values:
-            print(f"{stage:<12} {len(values):>5} {percentile(values, 0.5):>10.1f} {percentile(values, 0.99):>10.1f} "
+            p50[stage] = percentile(values, 0.5)
+            print(f"{stage:<12} {len(values):>5} {p50[stage]:>10.1f} {percentile(values, 0.99):>10.1f} "
                   f"{statistics.fmean(values):>10.1f}")
-    if first_in and last_out:
-        span = (last_out - first_in).total_seconds()
-        print(f"throughput: {sum(statuses.values()) / span:.2f} requests/s over {span:.1f}s "
-              f"(first submit → last outcome)")
-    return 0 if sum(statuses.values()) == n else 1
+    p50["throughput"] = finished / seconds if seconds else 0.0
+    print(f"throughput: {p50['throughput']:.2f} requests/s ({finished} in {seconds:.1f}s of rounds)")
+    return p50
+
+
+def start_stack(tmp: Path, secure: bool):
+    """A broker and every stage in `tmp`; secure = SASL/SCRAM + ACLs + sealed prompts, else neither."""
+    from hallmark.broker import LocalKafka, free_port
+    from hallmark.stack import Stack, stage_services
+    from hallmark.tenants import Tenant, TenantRegistry, open_registry
+
+    kafka = LocalKafka(tmp / "kafka", free_port(), secure=secure).start()
+    settings = HallmarkConfig.from_env(home=tmp / "home", kafka_bootstrap=kafka.bootstrap, database_url="",
+                                       kafka_credentials_dir=kafka.credentials_dir, kafka_secure=secure,
+                                       prompt_sealing=secure)
+    TenantRegistry.load(settings.tenants_file).add(Tenant(BENCH_TENANT))
+    open_registry(settings)
+    stack = Stack(settings)
+    stack.up(stages=stage_services(), web=[], with_kafka=False)
+    return kafka, stack, settings
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=10, help="rounds per mode (default 10)")
+    parser.add_argument("--batch", type=int, default=10, help="requests per round (default 10)")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--timeout", type=float, default=900.0)
-    parser.add_argument("--running", action="store_true", help="use the stack `hallmark up` started")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds one round may take")
+    parser.add_argument("--only", choices=("secure", "plain"), help="run one mode instead of both interleaved")
     args = parser.parse_args()
-    if args.running:
-        return run(HallmarkConfig.from_env(), args.n, args.steps, args.timeout)
-    from hallmark.broker import LocalKafka, free_port
-    from hallmark.stack import Stack, stage_services
-
+    modes = [args.only] if args.only else ["secure", "plain"]
     with tempfile.TemporaryDirectory(prefix="hallmark-bench-") as tmp:
-        kafka = LocalKafka(Path(tmp) / "kafka", free_port()).start()
-        settings = HallmarkConfig.from_env(home=Path(tmp) / "home", kafka_bootstrap=kafka.bootstrap, database_url="",
-                                           kafka_credentials_dir=kafka.credentials_dir)
-        stack = Stack(settings)
+        stacks = {}
         try:
-            t0 = time.monotonic()
-            stack.up(stages=stage_services(), web=[], with_kafka=False)
-            print(f"stack ready in {time.monotonic() - t0:.1f}s")
-            return run(settings, args.n, args.steps, args.timeout)
+            for mode in modes:
+                t0 = time.monotonic()
+                stacks[mode] = start_stack(Path(tmp) / mode, secure=mode == "secure")
+                print(f"{mode} stack ready in {time.monotonic() - t0:.1f}s", flush=True)
+            for mode in modes:  # warm-up round each (models, JIT, consumer groups), not counted
+                run_round(stacks[mode][2], BENCH_TENANT, 2, args.steps, args.timeout)
+            rounds: dict[str, list] = {m: [] for m in modes}
+            for r in range(args.rounds):
+                for mode in (modes if r % 2 == 0 else modes[::-1]):  # interleaved, alternating which goes first
+                    rounds[mode].append(run_round(stacks[mode][2], BENCH_TENANT, args.batch, args.steps,
+                                                  args.timeout))
+                    print(f"round {r + 1}/{args.rounds} {mode}: {rounds[mode][-1][1]:.1f}s", flush=True)
+            p50 = {mode: report(mode, rounds[mode]) for mode in modes}
         finally:
-            stack.down(with_kafka=False)
-            kafka.stop()
+            for kafka, stack, _ in stacks.values():
+                stack.down(with_kafka=False)
+                kafka.stop()
+    if len(modes) == 2:
+        on, off = p50["secure"], p50["plain"]
+        print(f"\nauthentication + sealed prompts vs neither: end-to-end p50 {on['end-to-end']:.0f} vs "
+              f"{off['end-to-end']:.0f} ms ({100 * (on['end-to-end'] / off['end-to-end'] - 1):+.1f}%), throughput "
+              f"{on['throughput']:.2f} vs {off['throughput']:.2f} requests/s")
+    return 0
 
 
 if __name__ == "__main__":
