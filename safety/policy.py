@@ -82,6 +82,7 @@ class SecondOpinion:
 
     margin: float = 0.06
     signals: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # category -> base term sets that corroborate
+    always: tuple[str, ...] = ()  # categories whose embedding blocks always need the lexical signal
 
 
 @dataclass(frozen=True)
@@ -180,10 +181,11 @@ def _parse(data: dict, source: Path) -> PolicyPack:
 def _second_opinion(data: dict) -> SecondOpinion:
     """The `[second_opinion]` table: a margin and, per prompt category, the term sets that corroborate it."""
     signals = {k: tuple(v) for k, v in data.get("signals", {}).items()}
-    unknown = sorted(set(signals) - set(PROMPT_CATEGORIES))
+    always = tuple(data.get("always", ()))
+    unknown = sorted((set(signals) | set(always)) - set(PROMPT_CATEGORIES))
     if unknown:
-        raise ValueError(f"[second_opinion.signals] names unknown categories: {', '.join(unknown)}")
-    return SecondOpinion(float(data.get("margin", 0.06)), MappingProxyType(signals))
+        raise ValueError(f"[second_opinion] names unknown categories: {', '.join(unknown)}")
+    return SecondOpinion(float(data.get("margin", 0.06)), MappingProxyType(signals), always)
 
 
 def _review(data: dict) -> ReviewPolicy:

@@ -48,15 +48,16 @@ def contrast(clusters: Sequence[Cluster], sims: np.ndarray) -> np.ndarray:
 def second_opinion(rp: RegionPolicy, cluster: Cluster, score: float, lex: LexicalAnalysis | None) -> str | None:
     """Why an embedding block stands ("margin" or "lexical"), or None when it needs a second signal and has none.
 
-    A block stands when the score clears the block threshold by the pack's margin on an English prompt (the encoder
-    is English-only), or when the lexical gate saw one of the category's signal sets in the prompt.
+    A block stands when the lexical gate saw one of the category's signal sets in the prompt, or when the score clears
+    the block threshold by the pack's margin on an English prompt (the encoder is English-only) in a category that
+    does not always ask for the lexical signal.
     """
     if lex is None:
         return "margin"
     so = rp.second_opinion
     if set(so.signals.get(cluster.category, ())) & lex.sets:
         return "lexical"
-    if lex.language == "en" and score >= cluster.block + so.margin:
+    if cluster.category not in so.always and lex.language == "en" and score >= cluster.block + so.margin:
         return "margin"
     return None
 
