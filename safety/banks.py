@@ -81,7 +81,7 @@ def parse_signals(data: bytes, name: str = "") -> list[Signal]:
     else:
         lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
         first = lines[0].lower() if lines else ""
-        if any(k in first for k in _VALUE_KEYS + _TYPE_KEYS) and not _HEX.search(first):
+        if any(k in first for k in _VALUE_KEYS + _TYPE_KEYS) and not re.search("[0-9a-f]{64}", first):
             rows = list(csv.DictReader(io.StringIO("\n".join(lines))))
         else:
             rows = [dict(zip(("signal_type", "signal_value"), r)) if len(r) > 1 else {"signal_value": r[0]}
@@ -99,10 +99,19 @@ def parse_signals(data: bytes, name: str = "") -> list[Signal]:
     return out
 
 
+# 10% off one side: PDQ moves ~100 bits, so a bank keeps these views too (the corner and centred crops, rotations:
+# `provenance.fingerprint.VIEWS`).
+SIDE_CROPS = {"crop10l": (0.1, 0, 1, 1), "crop10r": (0, 0, 0.9, 1), "crop10t": (0, 0.1, 1, 1), "crop10b": (0, 0, 1, 0.9)}
+
+
 def image_signals(rgb: np.ndarray, source: str) -> list[Signal]:
-    """An image's PDQ plus the PDQ of its common crops and small rotations (`provenance.fingerprint.VIEWS`)."""
-    views = pdq_views(rgb)
-    return [Signal(pdq(rgb).value, source)] + [Signal(v, source, view) for view, v in views.items()]
+    """An image's PDQ plus the PDQ of its common crops and small rotations."""
+    h, w = rgb.shape[:2]
+    out = [Signal(pdq(rgb).value, source)] + [Signal(v, source, view) for view, v in pdq_views(rgb).items()]
+    for view, (x0, y0, x1, y1) in SIDE_CROPS.items():
+        part = np.ascontiguousarray(rgb[round(h * y0):round(h * y1), round(w * x0):round(w * x1)])
+        out.append(Signal(pdq(part).value, source, view))
+    return out
 
 
 class HashBanks:

@@ -1,0 +1,143 @@
+"""PDQ hash banks: ThreatExchange/HMA imports, versions, matching edited copies, the image gate and the CLI."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from hallmark.cli import main
+from provenance.fingerprint import pdq
+from safety.banks import BankConfig, BankError, HashBanks, image_signals, parse_signals
+from safety.image_gate import ImageChecksConfig, LayeredImageGate
+from safety.policy import load_pack
+from safety.verdict import Decision
+
+A = "f" * 64
+B = "0123456789abcdef" * 4
+
+
+def _jpeg(im: Image.Image, quality: int = 75) -> Image.Image:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def _crop(im: Image.Image, left: float, top: float, right: float, bottom: float) -> Image.Image:
+    w, h = im.size
+    return im.crop((round(w * left), round(h * top), round(w * (1 - right)), round(h * (1 - bottom))))
+
+
+@pytest.fixture(scope="module")
+def banked() -> Image.Image:
+    return Image.fromarray(data.astronaut()).convert("RGB")
+
+
+def edits(im: Image.Image) -> dict[str, Image.Image]:
+    """The image as banked, as JPEG q75, and 10% crops (centred, one corner, one side), each also as JPEG q75."""
+    return {"original": im, "jpeg75": _jpeg(im), "crop10-centre": _jpeg(_crop(im, .05, .05, .05, .05)),
+            "crop10-corner": _jpeg(_crop(im, .1, .1, 0, 0)), "crop10-side": _jpeg(_crop(im, 0, 0, .1, 0)),
+            "crop10-top": _jpeg(_crop(im, 0, .1, 0, 0))}
+
+
+@pytest.mark.parametrize("text", [
+    f"signal_type,signal,id\npdq,{A},te-1\nmd5,abc,te-2\npdq,{B},te-3\n",  # HMA bank export
+    f"indicator_type,indicator,id\nHASH_PDQ,{A},1\nHASH_PDQ,{B},2\n",  # ThreatExchange indicator CSV
+    f"pdq,{A}\npdq,{B}\n",  # headerless type,value
+    f"{A}\n{B}\n",  # bare values
+    json.dumps([{"signal_type": "pdq", "signal_value": A}, {"signal_type": "pdq", "signal_value": B}]),
+    json.dumps({"signals": [{"hash": A}, {"hash": B, "id": "x"}]}),
+    json.dumps({"pdq": [A, B], "md5": ["abc"]}),
+])
+def test_threatexchange_and_hma_signal_files_import(text):
+    assert [s.value for s in parse_signals(text.encode(), "export")] == [A, B]
+
+
+def test_a_malformed_pdq_value_is_an_error():
+    with pytest.raises(BankError, match="row 1"):
+        parse_signals(b"signal_type,signal\npdq,not-hex\n", "bad.csv")
+
+
+def test_banks_are_versioned_per_bank_with_one_category(tmp_path):
+    banks = HashBanks(BankConfig(tmp_path))
+    b1 = banks.add("ncmec-sample", "csam", parse_signals(f"{A}\n".encode()))
+    b2 = banks.add("ncmec-sample", "csam", parse_signals(f"{A}\n{B}\n".encode()))  # A again: not duplicated
+    assert (b1.version, len(b1.signals), b2.version, len(b2.signals)) == (1, 1, 2, 2)
+    assert [(b.bank_id, b.category, b.version) for b in HashBanks(BankConfig(tmp_path)).banks()] == [
+        ("ncmec-sample", "csam", 2)]
+    with pytest.raises(BankError, match="category"):
+        banks.add("ncmec-sample", "extremism", [])
+    with pytest.raises(BankError, match="bank id"):
+        banks.add("../escape", "csam", [])
+
+
+def test_hash_matching_is_within_the_pdq_distance(tmp_path):
+    banks = HashBanks(BankConfig(tmp_path))
+    banks.add("b", "extremism", parse_signals(f"{A}\n".encode()))
+    near = "0" * 7 + "f" * 57  # 28 bits away
+    far = "0" * 9 + "f" * 55  # 36 bits away
+    assert [(m.bank_id, m.distance) for m in banks.match_hashes([near])] == [("b", 28)]
+    assert banks.match_hashes([far]) == []
+
+
+def test_a_banked_image_matches_after_jpeg_and_crops_and_others_do_not(tmp_path, banked):
+    banks = HashBanks(BankConfig(tmp_path))
+    banks.add("known-bad", "csam", image_signals(np.asarray(banked), "astronaut.png"))
+    for name, im in edits(banked).items():
+        (m,) = banks.match_image(np.asarray(im))
+        assert m.bank_id == "known-bad" and m.distance <= 31, name
+    for other in (data.coffee(), data.chelsea(), data.rocket()):
+        assert banks.match_image(other) == []
+
+
+def test_banks_added_while_running_are_seen_without_a_restart(tmp_path, banked):
+    reader = HashBanks(BankConfig(tmp_path))
+    assert reader.match_image(np.asarray(banked)) == []
+    HashBanks(BankConfig(tmp_path)).add("late", "ncii", [image_signals(np.asarray(banked), "a.png")[0]])
+    assert [m.bank_id for m in reader.match_image(np.asarray(banked))] == ["late"]
+
+
+@pytest.fixture(scope="module")
+def gate(tmp_path_factory, banked) -> LayeredImageGate:
+    directory = tmp_path_factory.mktemp("banks")
+    HashBanks(BankConfig(directory)).add("known-bad", "csam", image_signals(np.asarray(banked), "astronaut.png"))
+    g = LayeredImageGate(load_pack(), ImageChecksConfig(threads=1, banks=str(directory)))
+    g.load()
+    return g
+
+
+def test_the_image_gate_blocks_a_bank_match_with_the_bank_id(gate, banked):
+    images = list(edits(banked).values()) + [Image.fromarray(data.coffee())]
+    verdicts = gate.screen(images)
+    for v in verdicts[:-1]:
+        assert v.decision == Decision.BLOCK and v.stage == "hashbank" and v.categories == ("csam", "hash_bank")
+        assert v.reasons[0].startswith("bank=known-bad version=1 category=csam distance=")
+    assert verdicts[-1].stage != "hashbank"
+
+
+def test_the_shipped_pack_names_a_bank_directory_beside_it():
+    pack = load_pack()
+    assert pack.image.banks and pack.image.banks.endswith("banks")
+
+
+def test_banks_cli_add_list_match(tmp_path, banked, capsys):
+    img = tmp_path / "bad.png"
+    banked.save(img)
+    copy = tmp_path / "copy.jpg"
+    _jpeg(_crop(banked, .05, .05, .05, .05)).save(copy)
+    signals = tmp_path / "export.csv"
+    signals.write_text(f"signal_type,signal\npdq,{B}\n")
+    d = str(tmp_path / "banks")
+    assert main(["safety", "banks", "add", "shared", "--category", "extremism", "--signals", str(signals), "--dir", d]) == 0
+    assert main(["safety", "banks", "add", "ours", "--category", "csam", "--image", str(img), "--dir", d]) == 0
+    assert main(["safety", "banks", "list", "--dir", d]) == 0
+    out = capsys.readouterr().out
+    assert "ours\tcsam\tv1\t13 signals" in out and "shared\textremism\tv1\t1 signals" in out
+    assert main(["safety", "banks", "match", "--dir", d, "--hash", B, "--", str(copy), str(img)]) == 0
+    lines = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+    assert [ln["blocked"] for ln in lines] == [True, True, True]
+    assert lines[0]["matches"][0]["bank"] == "shared" and lines[1]["matches"][0]["bank"] == "ours"
+    assert pdq(np.asarray(banked)).value  # the one PDQ implementation (provenance.fingerprint)
