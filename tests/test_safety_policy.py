@@ -70,3 +70,16 @@ def test_devset_has_every_category_and_a_stable_split():
     assert labels == set(PROMPT_CATEGORIES) | {"benign"}
     assert Example("benign", "a red fox").split == Example("csam", "a red fox").split
     assert {e.split for e in ex} == {"calib", "holdout"}
+
+
+def test_devsets_cover_every_language_and_stay_apart_from_the_sealed_split():
+    from safety.calibrate import SEALED
+
+    dev, sealed = load_devset(), load_devset(SEALED)
+    langs = {p.code for p in load_pack().languages}
+    for lang in langs:
+        mine = [e for e in dev if e.lang == lang]
+        assert sum(e.label == "benign" for e in mine) >= 8 and sum(e.label == "csam" for e in mine) >= 6, lang
+        held = [e for e in sealed if e.lang == lang]
+        assert sum(e.label == "benign" for e in held) >= 10 and sum(e.label != "benign" for e in held) >= 10, lang
+    assert not {e.text for e in dev} & {e.text for e in sealed}  # no sealed prompt in the development data
