@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
+from hallmark.config import KafkaClient
 from schemas.events import AuditCheckpoint
 from streams import checkpoints
 from streams.auditlog import chain_hash
@@ -37,8 +38,8 @@ class CheckpointSink(Protocol):
 class KafkaCheckpointSink:
     """Appends to the JSON-lines file (fsynced), then produces to `audit-checkpoints` keyed by audit partition."""
 
-    def __init__(self, bootstrap: str, path: Path):
-        self.bootstrap, self.path = bootstrap, path
+    def __init__(self, client: KafkaClient | str, path: Path):
+        self.client, self.path = client, path
         self.producer = None
 
     async def write(self, checkpoint: Checkpoint) -> None:
@@ -46,7 +47,7 @@ class KafkaCheckpointSink:
         if self.producer is None:
             from streams.kafkaio import make_producer
 
-            producer = make_producer(self.bootstrap)
+            producer = make_producer(self.client)
             await producer.start()
             self.producer = producer
         event = checkpoint_event(checkpoint)

@@ -136,10 +136,11 @@ def _read_audit(config, records: bool = True) -> tuple[list, list, list[tuple[in
     from schemas.events import AuditCheckpoint
     from streams.topiclog import read_all
 
+    client = config.operator_client()
+
     async def read():
-        rows = await read_all(config.kafka_bootstrap, "audit") if records else []
-        return [(r.partition, r.offset, r.value) for r in rows], await read_all(config.kafka_bootstrap,
-                                                                                 "audit-checkpoints")
+        rows = await read_all(client, "audit") if records else []
+        return [(r.partition, r.offset, r.value) for r in rows], await read_all(client, "audit-checkpoints")
 
     try:
         rows, raw = asyncio.run(read())

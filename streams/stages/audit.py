@@ -8,6 +8,7 @@ import json
 import uuid
 from typing import Sequence
 
+from hallmark.config import KafkaClient
 from schemas import TOPICS, AuditRecord, Event
 from schemas.events import AuditRecordPayload
 from streams.auditlog import (
@@ -31,7 +32,8 @@ class AuditStage(Stage):
 
     name = "audit"
     sources = tuple(name for name in TOPICS if name not in ("audit", "audit-checkpoints"))
-    writes = ("audit",)
+    writes = ("audit",)  # and `audit-checkpoints` (streams.acls grants every audit topic to this stage alone)
+    reads = ("audit", "audit-checkpoints")  # each chain's head and its latest checkpoint, at start and each tick
     batch_size = 200
     in_flow = False
     raw = True
@@ -52,7 +54,7 @@ class AuditStage(Stage):
                 continue  # `hallmark audit verify` reports it; new records chain onto the last good hash
         self.checkpoints = Checkpointer(
             self.deps.get("signer") or FileSigner.load(key_path(self.settings)), self.log,
-            self.deps.get("checkpoint_sink") or KafkaCheckpointSink(self.settings.kafka_bootstrap,
+            self.deps.get("checkpoint_sink") or KafkaCheckpointSink(self.settings.kafka_client(),
                                                                     checkpoint_file(self.settings)),
             Cadence(self.settings.audit_checkpoint_every, self.settings.audit_checkpoint_seconds,
                     min(1.0, self.settings.audit_checkpoint_seconds)), self.parts)
@@ -131,14 +133,14 @@ class ProducerSink:
     """A runner sink on its own idempotent producer (acks=all), so a retried send never duplicates an audit record;
     Faust's producer is idempotent only in exactly-once mode. `build_app` can hand it to the audit stage's runner."""
 
-    def __init__(self, bootstrap: str):
-        self.bootstrap, self.producer = bootstrap, None
+    def __init__(self, client: KafkaClient | str):
+        self.client, self.producer = client, None
 
     async def send(self, topic: str, key: bytes, value: bytes, partition: int | None):
         if self.producer is None:
             from streams.kafkaio import make_producer
 
-            producer = make_producer(self.bootstrap)
+            producer = make_producer(self.client)
             await producer.start()
             self.producer = producer
         return await self.producer.send(topic, value, key=key, partition=partition)
