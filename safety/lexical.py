@@ -86,7 +86,7 @@ class TermMatcher:
     def __init__(self, sets: dict[str, tuple[str, ...]]):
         self.owners: list[tuple[tuple[str, str], ...]] = []  # leaf id -> ((set, term), ...)
         leaves: dict[tuple[str, bool], int] = {}
-        tries: tuple[dict, dict] = ({}, {})  # bounded (spaced scripts), unbounded (unspaced scripts)
+        tries: tuple[dict, dict, dict] = ({}, {}, {})  # bounded ASCII, bounded other scripts, unbounded
         for set_name, terms in sets.items():
             for term in terms:
                 prefix = term.endswith("*")
@@ -103,21 +103,22 @@ class TermMatcher:
                 if len(key.replace(" ", "")) >= 3 and not open_start:
                     forms.append(_spaced_atoms(key))
                 for form, atoms in enumerate(forms):
-                    node = tries[open_start]
+                    node = tries[2 if open_start else 0 if key.isascii() else 1]
                     if open_start and key[0] in _NUMERALS:
                         node = node.setdefault(_NUM_BEFORE, {})
                     for atom in atoms:
                         node = node.setdefault(atom, {})
                     node.setdefault(None, set()).add((leaf, form, "*" if prefix else "~" if unspaced else ""))
-        self._regex = re.compile(_BEFORE + _emit(tries[0])) if tries[0] else None
-        self._unspaced = re.compile(_emit(tries[1])) if tries[1] else None
+        # ASCII text (after normalisation) can only hold ASCII terms: the other two scans run on other text only.
+        self._regexes = tuple(re.compile((_BEFORE if k < 2 else "") + _emit(t)) if t else None
+                              for k, t in enumerate(tries))
 
     def find(self, text: str) -> list[TermHit]:
         return self.find_normalized(normalize(text))
 
     def find_normalized(self, norm: Normalized) -> list[TermHit]:
         hits: list[TermHit] = []
-        for regex in (self._regex, None if norm.text.isascii() else self._unspaced):
+        for regex in self._regexes[:1] if norm.text.isascii() else self._regexes:
             m = regex.search(norm.text) if regex is not None else None
             while m is not None:  # every start, not just non-overlapping matches: "a n a k e d" has "anak", "naked"
                 leaf = int(m.lastgroup[1:].split("_")[0])
@@ -203,7 +204,7 @@ class LexicalGate:
         hits = self.matcher.find_normalized(norm)
         allowed = [h.span for h in hits if base_set(h.term_set) == ALLOW_SET]
         live = [h for h in hits if base_set(h.term_set) != ALLOW_SET
-                and not any(a[0] <= h.span[0] and h.span[1] <= a[1] for a in allowed)]
+                and not any(a[0] <= h.span[0] and h.span[1] <= a[1] for a in allowed)] if allowed else hits
         scores = self.detector.scores(text, norm.text) if self.detector else {}
         for h in live:
             lang, cond = set_language(h.term_set)
@@ -215,7 +216,7 @@ class LexicalGate:
             if not cond or scores.get(lang, 0.0) > 0:
                 by_set.setdefault(base_set(h.term_set), []).append(h.span)
         out = []
-        for rule in self.rules:
+        for rule in self.rules if by_set else ():
             if all(s in by_set for s in rule.all_of):
                 spans = sorted({sp for s in rule.all_of for sp in by_set[s]})
                 out.append(LexicalFinding(rule.id, rule.category, rule.action, tuple(spans)))
