@@ -136,8 +136,8 @@ def pick_thresholds(pack: PolicyPack, examples: list[Example], encoder: EncoderC
 
 def format_margins(margins: list[Margins]) -> str:
     """Per category: thresholds, the room they leave, and the development prompts nearest each threshold."""
-    lines = [f"{'category':<10} {'review>=':>8} {'block>=':>8} {'weakest+':>9} {'top benign':>10}"
-             f" {'review-benign':>13} {'block-benign':>12}"]
+    lines = [(f"{'category':<10} {'review>=':>8} {'block>=':>8} {'weakest+':>9} {'top benign':>10}"
+              f" {'review-benign':>13} {'block-benign':>12}")]
     for m in margins:
         t = m.thresholds
         lines.append(f"{t.category:<10} {t.review:>8.3f} {t.block:>8.3f} {m.weakest_positive:>9.3f} {m.top_benign:>10.3f}"

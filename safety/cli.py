@@ -100,8 +100,16 @@ def cmd_screen_image(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from hallmark.cli import CommandError
 
-    from .calibrate import (apply_thresholds, calibrate, evaluate, format_margins, format_table, language_table,
-                            load_devset, write_thresholds)
+    from .calibrate import (
+        apply_thresholds,
+        calibrate,
+        evaluate,
+        format_margins,
+        format_table,
+        language_table,
+        load_devset,
+        write_thresholds,
+    )
     from .embedding import EncoderConfig
     from .policy import DEFAULT_PACK
     from .prompt_gate import LayeredPromptGate

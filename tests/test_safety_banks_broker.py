@@ -18,7 +18,12 @@ from provenance.store import BlobStore
 from safety.banks import BankConfig, HashBanks, image_signals
 from safety.policy import load_pack
 from schemas import ImageGenerated, RequestSubmitted, producer_for
-from schemas.events import GenerationSpec, ImageGeneratedPayload, ImageRef, RequestSubmittedPayload
+from schemas.events import (
+    GenerationSpec,
+    ImageGeneratedPayload,
+    ImageRef,
+    RequestSubmittedPayload,
+)
 
 
 def _unique_image(seed: int) -> Image.Image:

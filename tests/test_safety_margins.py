@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from hallmark.cli import main
-from safety.calibrate import Margins, Thresholds, format_margins, language_table, load_devset
+from safety.calibrate import (
+    Margins,
+    Thresholds,
+    format_margins,
+    language_table,
+    load_devset,
+)
 from safety.embedding import EncoderConfig
 from safety.lexical import LexicalAnalysis
 from safety.policy import BENIGN_ANCHOR, load_pack

@@ -6,7 +6,13 @@ from dataclasses import replace
 
 import pytest
 
-from safety.calibrate import Example, Thresholds, apply_thresholds, load_devset, write_thresholds
+from safety.calibrate import (
+    Example,
+    Thresholds,
+    apply_thresholds,
+    load_devset,
+    write_thresholds,
+)
 from safety.policy import DEFAULT_PACK, PROMPT_CATEGORIES, PolicyError, load_pack
 from safety.verdict import Decision
 
