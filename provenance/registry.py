@@ -68,7 +68,6 @@ class _Memory:
     position: dict[str, int] = field(default_factory=dict)
     words: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     pdq: PdqIndex = field(default_factory=PdqIndex)
-    rows: int = 0
     seq: int = 0
     loaded_at: float = field(default_factory=time.monotonic)
     polled_at: float = float("-inf")
@@ -112,7 +111,7 @@ def _drop_outdated_table(engine) -> None:
 class AssetRegistry:
     """Upserts and lookups over the `provenance_assets` table (SQLite or PostgreSQL)."""
 
-    def __init__(self, db_url: str, blobs: BlobStore | None = None, cache_seconds: float = 300.0,
+    def __init__(self, db_url: str, blobs: BlobStore | None = None, cache_seconds: float = 3600.0,
                  poll_seconds: float = 1.0):
         connect_args = {"check_same_thread": False} if db_url.startswith("sqlite") else {}
         if db_url.startswith("sqlite:///"):
@@ -121,7 +120,7 @@ class AssetRegistry:
             Path(db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(db_url, connect_args=connect_args)
         self.blobs = blobs
-        self.cache_seconds = cache_seconds  # a full re-read at least this often (deletions, clock skew)
+        self.cache_seconds = cache_seconds  # a full re-read this often (a rebuild's removals, clock skew)
         self.poll_seconds = poll_seconds  # other processes' upserts show within this
         self._memory: _Memory | None = None
         self._lock = threading.Lock()
@@ -219,25 +218,27 @@ class AssetRegistry:
         return [(record, d) for asset_id, d in hits if (record := self.get(asset_id)) is not None]
 
     def _snap(self) -> _Memory:
-        # Searches run over memory: a full read on first use, after `cache_seconds`, or when rows went away; in between
-        # every `poll_seconds` only the rows upserted since (by `seq`, with an overlap for concurrent writers).
-        from sqlalchemy import func
-
-        with self._lock:
-            mem, now = self._memory, time.monotonic()
-            if mem is not None and now - mem.polled_at < self.poll_seconds:
-                return mem
-            with Session(self.engine) as session:
-                rows = int(session.exec(select(func.count()).select_from(AssetRecord)).one())
-                if mem is None or rows < mem.rows or now - mem.loaded_at > self.cache_seconds:
-                    mem, since = _Memory(loaded_at=now), None
-                else:
-                    since = mem.seq - _SEQ_OVERLAP_NS
-                query = select(AssetRecord.asset_id, AssetRecord.watermark_payload, AssetRecord.pdq,
-                               AssetChange.seq).join(AssetChange, AssetChange.asset_id == AssetRecord.asset_id,
-                                                     isouter=True)
-                found = session.exec(query if since is None else query.where(AssetChange.seq >= since)).all()
-                mem.apply([(i, w, p, q or 0) for i, w, p, q in found])
-            mem.rows, mem.polled_at = rows, now
-            self._memory = mem
+        # Searches run over memory: a full read on first use and after `cache_seconds` (a rebuild's removals show
+        # then); in between, every `poll_seconds`, only the rows written since (by `seq`, an index range scan, with
+        # an overlap for concurrent writers). While one thread polls, the others search the memory they have.
+        mem, now = self._memory, time.monotonic()
+        if mem is not None and (now - mem.polled_at < self.poll_seconds or not self._lock.acquire(blocking=False)):
             return mem
+        if mem is None:
+            self._lock.acquire()
+        try:
+            mem = self._memory
+            full = mem is None or now - mem.loaded_at > self.cache_seconds
+            query = select(AssetRecord.asset_id, AssetRecord.watermark_payload, AssetRecord.pdq, AssetChange.seq).join(
+                AssetChange, AssetChange.asset_id == AssetRecord.asset_id, isouter=True)
+            if not full:
+                query = query.where(AssetChange.seq >= mem.seq - _SEQ_OVERLAP_NS)
+            with Session(self.engine) as session:
+                found = session.exec(query).all()
+            fresh = _Memory(loaded_at=now) if full else mem
+            fresh.apply([(i, w, p, q or 0) for i, w, p, q in found])
+            fresh.polled_at = now
+            self._memory = fresh
+            return fresh
+        finally:
+            self._lock.release()

@@ -29,7 +29,7 @@ class Verdict:
 
     def summary(self, thresholds: Thresholds) -> str:
         """One sentence a person can read; `similar` is never phrased as authorship."""
-        name = self.record.asset_id if self.record else (self.asset_from_manifest or {}).get("asset_id")
+        name = self.record.asset_id if self.record else (self.asset_from_manifest or {}).get("asset_id", "?")
         if self.verdict == VERIFIED:
             return f"Hallmark published this image as asset {name} (evidence: {self.method})."
         if self.verdict == SIMILAR and self.method == "watermark":
