@@ -1,102 +1,136 @@
-"""The generation consumer: batches compatible `jobs`, runs the diffusion runtime, stores PNGs → `images`."""
+"""The generation consumer: runs `jobs` through the step-level-batching engine, stores PNGs → `images`.
+
+Each job asks for n images (seeds seed, seed+1, …). Every request of a Kafka batch joins one engine run, so jobs
+with different step counts, samplers, sizes, adapters and inputs share denoiser steps. A request the engine cannot
+serve fails its own job with a reason code (`unknown_model`, `init_image_missing`, …); the rest go on.
+"""
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Sequence
 
-from generator.api import GenerationRequest
+from generator.api import GeneratedImage, GenerationRequest, Lora, RequestError
+from generator.runtime import Engine, EngineConfig
+from generator.runtime.loading import DEFAULT_MODEL_DIR
 from provenance.store import BlobStore
 from schemas import Event, ImageGenerated, OutcomeStatus
-from schemas.events import ImageGeneratedPayload, ImageRef
+from schemas.events import GenerationSpec, ImageGeneratedPayload, ImageRef
 from streams.base import Source, Stage, in_thread, outcome
+from streams.uploads import UploadStore
 
-MAX_IMAGES_PER_CALL = 8
+EMBEDDED_MODEL = "shapes-ldm"
 TIMEOUT_BASE_S, TIMEOUT_PER_IMAGE_STEP_S = 240.0, 1.0  # generous: a shared CPU can be slow; a hang still ends
 
 
-def requests_for(event: Event) -> list[GenerationRequest]:
-    """One job asks for n images: seeds seed, seed+1, …"""
-    s = event.payload.spec
-    return [GenerationRequest(prompt=s.prompt, negative_prompt=s.negative_prompt, seed=s.seed + i, steps=s.steps,
-                              guidance=s.guidance, sampler=s.sampler, width=s.width, height=s.height)
-            for i in range(s.n)]
+def engine_config(settings) -> EngineConfig:
+    """The embedded model, plus `model_dir`: one model folder or a folder of them, each under its folder name;
+    LoRA adapters from `<model_dir>/loras/<name>/`."""
+    models, adapters = {EMBEDDED_MODEL: DEFAULT_MODEL_DIR}, {}
+    if settings.model_dir:
+        root = Path(settings.model_dir)
+        folders = [p for p in sorted(root.glob("*")) if (p / "model_index.json").is_file()]
+        if (root / "model_index.json").is_file() or not folders:
+            folders = [root]  # one model (a broken or missing one fails its requests with model_unavailable)
+        models |= {p.name: p for p in folders}
+        if (root / "loras").is_dir():
+            adapters = {p.name: p for p in sorted((root / "loras").iterdir()) if p.is_dir()}
+    return EngineConfig(models=models, default_model=EMBEDDED_MODEL, adapters=adapters,
+                        device=getattr(settings, "generator_device", "auto"),
+                        compile=getattr(settings, "generator_compile", False))
+
+
+def requests_for(spec: GenerationSpec, prompt: str, negative: str, init_image: bytes | None,
+                 mask: bytes | None) -> list[GenerationRequest]:
+    """The job's n requests; prompts are passed in as clear text (opened by the caller), images as bytes."""
+    loras = tuple(Lora(a.name, a.scale) for a in spec.loras)
+    return [GenerationRequest(prompt=prompt, negative_prompt=negative, seed=spec.seed + i, steps=spec.steps,
+                              guidance=spec.guidance, sampler=spec.sampler, width=spec.width, height=spec.height,
+                              model=spec.model, strength=spec.strength, loras=loras, init_image=init_image, mask=mask)
+            for i in range(spec.n)]
 
 
 class GenerationStage(Stage):
     name = "generation"
     sources = ("jobs",)
     writes = ("images",)
-    batch_size = 8
+    batch_size = 16
     batch_within_s = 0.3
 
     async def start(self) -> None:
-        from generator.runtime.engine import validate
-
-        self.validate = validate
         self.blobs = BlobStore(self.settings.blob_dir)
-        self.generator, self.load_error = None, ""
-        await self._load()
+        self.uploads = UploadStore(self.blobs)
+        self.engine = self.deps.get("engine") or Engine(engine_config(self.settings))
+        self.keys = self.deps.get("keys")  # tenant keys for sealed prompts, loaded on first use
+        try:  # load the default model before the first message; a failure shows up per request instead
+            await in_thread(self.engine.model, None)
+        except RequestError:
+            pass
 
-    async def _load(self) -> None:
-        """Load the model; on failure jobs end `failed` (no hang) and the next batch tries again."""
-        from generator.runtime import Generator
+    def texts(self, event: Event) -> tuple[str, str]:
+        """The job's prompt and negative prompt; sealed ones are opened here, in memory, with the tenant's key."""
+        spec = event.payload.spec
+        if isinstance(spec.prompt, str) and isinstance(spec.negative_prompt, str):
+            return spec.prompt, spec.negative_prompt
+        from hallmark.sealing import open_spec, reason_code
+        from hallmark.tenants import tenant_keys
 
+        if self.keys is None:
+            self.keys = tenant_keys(self.settings)
         try:
-            self.generator = await in_thread(Generator.load, self.settings.model_dir or None)
-        except Exception as exc:
-            self.load_error = f"{exc.__class__.__name__}: {str(exc)[:200]}"
+            return open_spec(spec, self.keys, event.tenant_id, event.request_id)
+        except Exception as exc:  # by reason code only: never the text
+            raise RequestError(reason_code(exc), "the job's prompt cannot be opened") from None
 
-    async def _generate(self, reqs: list[GenerationRequest]):
-        limit = TIMEOUT_BASE_S + TIMEOUT_PER_IMAGE_STEP_S * sum(r.steps for r in reqs)
-        return await in_thread(self.generator.generate, reqs, timeout=limit)
+    def inputs(self, event: Event) -> tuple[bytes | None, bytes | None]:
+        """The job's init image and mask from its tenant's uploads; RequestError when one is gone."""
+        spec, out = event.payload.spec, []
+        for what in ("init_image", "mask"):
+            sha = getattr(spec, what)
+            try:
+                out.append(None if sha is None else self.uploads.get(event.tenant_id, sha))
+            except (OSError, ValueError):
+                raise RequestError(f"{what}_missing", f"{what} {sha} is not among this tenant's uploads") from None
+        return out[0], out[1]
+
+    def _run(self, reqs: list[tuple[int, GenerationRequest]]) -> dict[int, list]:
+        """All requests through one engine run (in a worker thread): job index → [(request, result, ms)]."""
+        ids = {self.engine.add_request(req): (i, req) for i, req in reqs}
+        out, start = defaultdict(list), time.perf_counter()
+        while self.engine.has_unfinished():
+            for request_id, result in self.engine.step():
+                i, req = ids[request_id]
+                out[i].append((req, result, (time.perf_counter() - start) * 1000))
+        return out
 
     async def handle_batch(self, items: Sequence[tuple[Event, Source]]) -> list[list[Event]]:
-        results: dict[int, list] = defaultdict(list)
         failures: dict[int, str] = {}
-        groups: dict[tuple, list[tuple[int, GenerationRequest]]] = defaultdict(list)
-        if self.generator is None:
-            await self._load()
+        reqs: list[tuple[int, GenerationRequest]] = []
         for i, (event, _) in enumerate(items):
-            if self.generator is None:
-                failures[i] = f"generator unavailable: {self.load_error}"
-                continue
-            reqs = requests_for(event)
-            try:  # one unservable job must not fail the batch it shares
-                for req in reqs:
-                    self.validate(req, self.generator.model)
-            except ValueError as exc:
-                failures[i] = f"bad generation request: {str(exc)[:200]}"
-                continue
-            for req in reqs:
-                groups[req.batch_key()].append((i, req))
-        elapsed: dict[int, float] = defaultdict(float)
-        for members in groups.values():
-            for start in range(0, len(members), MAX_IMAGES_PER_CALL):
-                chunk = members[start:start + MAX_IMAGES_PER_CALL]
-                t0 = time.perf_counter()
-                try:
-                    images = await self._generate([req for _, req in chunk])
-                except Exception as exc:
-                    for i, _ in chunk:
-                        failures[i] = f"generation failed: {exc.__class__.__name__}: {str(exc)[:200]}"
-                    continue
-                ms = (time.perf_counter() - t0) * 1000
-                for (i, req), image in zip(chunk, images):
-                    results[i].append((req, image))
-                    elapsed[i] += ms / len(chunk)
-        out = []
-        for i, (event, _) in enumerate(items):
-            if i in failures:
-                out.append([outcome(event, self.producer, OutcomeStatus.FAILED, failures[i])])
-                continue
-            refs, model_id = [], ""
-            for index, (req, image) in enumerate(results[i]):
-                sha = self.blobs.put(image.png_bytes(include_prompt=False))  # no prompt text at rest
-                refs.append(ImageRef(sha256=sha, index=index, width=image.image.width,
-                                     height=image.image.height, seed=req.seed))
-                model_id = image.model_id
-            payload = ImageGeneratedPayload(spec=event.payload.spec, policy_version=event.payload.policy_version,
-                                            model_id=model_id, images=refs, generation_ms=elapsed[i])
-            out.append([event.follow(ImageGenerated, payload, self.producer)])
-        return out
+            try:
+                reqs += [(i, r) for r in requests_for(event.payload.spec, *self.texts(event), *self.inputs(event))]
+            except RequestError as exc:
+                failures[i] = exc.reason()
+        limit = TIMEOUT_BASE_S + TIMEOUT_PER_IMAGE_STEP_S * sum(r.steps for _, r in reqs)
+        try:
+            results = await in_thread(self._run, reqs, timeout=limit) if reqs else {}
+        except Exception as exc:  # by class only: a message could quote a prompt
+            results, failures = {}, failures | {i: f"generation_error: {exc.__class__.__name__}" for i, _ in reqs}
+        return [[self._outcome(event, results.get(i, []), failures.get(i))] for i, (event, _) in enumerate(items)]
+
+    def _outcome(self, event: Event, results: list, failure: str | None) -> Event:
+        bad = next((r for _, r, _ in results if isinstance(r, RequestError)), None)
+        if failure or bad is not None or not results:
+            return outcome(event, self.producer, OutcomeStatus.FAILED, failure or (bad.reason() if bad else
+                                                                                   "generation_error: no result"))
+        refs, model_id = [], ""
+        for index, (req, image, _) in enumerate(sorted(results, key=lambda x: x[0].seed)):
+            assert isinstance(image, GeneratedImage)
+            sha = self.blobs.put(image.png_bytes(include_prompt=False))  # no prompt text at rest
+            refs.append(ImageRef(sha256=sha, index=index, width=image.image.width, height=image.image.height,
+                                 seed=req.seed))
+            model_id = image.model_id
+        payload = ImageGeneratedPayload(spec=event.payload.spec, policy_version=event.payload.policy_version,
+                                        model_id=model_id, images=refs, generation_ms=max(ms for *_, ms in results))
+        return event.follow(ImageGenerated, payload, self.producer)
