@@ -116,7 +116,10 @@ class Checkpointer:
         out = []
         for p in partitions:
             record = tails.get(p)
-            head = self._accept(p, record) if record is not None else None
+            if record is None:
+                log.warning("audit partition %d: its head cannot be read back (gone, or no access); not signing", p)
+                continue
+            head = self._accept(p, record)
             if head is None:
                 continue
             checkpoint = checkpoints.sign(self.signer, p, record.offset, record.offset + 1, head)

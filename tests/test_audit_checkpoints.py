@@ -235,3 +235,27 @@ def test_a_head_the_stage_did_not_write_is_not_signed(tmp_path, signer):
     log.append("audit", record(1, json.loads(mine)["payload"]["hash"], note="forged"))  # another writer's record
     asyncio.run(checkpointer.checkpoint([0]))
     assert kept.written == [] and checkpointer.due() == [0]
+
+
+def test_the_timer_restarts_in_the_loop_that_feeds_the_stage(tmp_path, signer):
+    from streams.runner import Runner
+
+    stage, log, kept = audit_stage(tmp_path, signer, every=1)
+
+    class Append:
+        async def send(self, topic, key, value, partition):
+            log.append(topic, value, partition or 0, key)
+
+    runner = Runner(stage, Append())
+    asyncio.run(runner.prepare())  # as `streams.run` does: a loop of its own, gone before Faust's starts
+
+    async def go():
+        await runner.process(sources(1, partition=1))
+        for _ in range(50):
+            if kept.written:
+                break
+            await asyncio.sleep(0.1)
+        stage.timer.cancel()
+
+    asyncio.run(go())
+    assert [(c.partition, c.offset) for c in kept.written] == [(1, 0)]

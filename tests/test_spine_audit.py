@@ -1,5 +1,6 @@
-"""The audit log on a real run: the chain verifies, the running stage signs checkpoints, on-disk tampering is named,
-prompts never appear in clear. Every attack on a dedicated broker: tests/test_audit_tamper.py."""
+"""The audit log on a real run: the chain verifies, on-disk tampering is named, prompts never appear in clear.
+Checkpoints of the running stage: tests/test_audit_stage.py; every attack on a dedicated broker:
+tests/test_audit_tamper.py."""
 from __future__ import annotations
 
 import json
@@ -46,24 +47,6 @@ def test_audit_verify_passes_on_a_real_run(spine):
     result = hallmark(spine, "audit", "verify")
     assert result.returncode == 0, result.stderr
     assert "audit OK" in result.stdout
-
-
-def test_the_running_audit_stage_anchors_the_log_with_signed_checkpoints(spine):
-    event = kafka_request(BLOCKED)
-    spine.produce_event(event)
-    audited(spine, event.request_id, "requests")
-    record = next(r for r in spine.records("audit") if json.loads(r.value)["request_id"] == event.request_id)
-    deadline = time.monotonic() + spine.settings.audit_checkpoint_seconds + 90
-    while True:  # the stage signs a partition's head within audit_checkpoint_seconds (plus its one-second tick)
-        exported = [json.loads(line) for line in hallmark(spine, "audit", "export-checkpoints").stdout.splitlines()]
-        if any(c["partition"] == record.partition and c["offset"] >= record.offset for c in exported):
-            break
-        assert time.monotonic() < deadline, f"no checkpoint covers audit {record.partition}@{record.offset}"
-        time.sleep(2.0)
-    shipped = (spine.settings.home / "audit-checkpoints.jsonl").read_text().splitlines()
-    assert {json.dumps(c, sort_keys=True, separators=(",", ":")) for c in exported} <= set(shipped)
-    result = hallmark(spine, "audit", "verify")
-    assert result.returncode == 0 and "signed checkpoints" in result.stdout, result.stderr
 
 
 def _tamper(segment: Path, value: bytes) -> tuple[bytes, bytes]:

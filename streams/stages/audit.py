@@ -59,7 +59,15 @@ class AuditStage(Stage):
             Cadence(self.settings.audit_checkpoint_every, self.settings.audit_checkpoint_seconds,
                     min(1.0, self.settings.audit_checkpoint_seconds)), self.parts)
         self.checkpoints.restore(self.heads, await self._signed_heads())
-        self.timer = asyncio.get_running_loop().create_task(self.checkpoints.run())
+        self.timer: asyncio.Task | None = None
+        self._keep_timer()
+
+    def _keep_timer(self) -> None:
+        """The checkpoint timer, in the loop that feeds the stage: `streams.run` prepares the stage in a loop of its
+        own that ends before Faust's starts, so the first batch in Faust's loop starts it again."""
+        loop = asyncio.get_running_loop()
+        if self.timer is None or self.timer.done() or self.timer.get_loop() is not loop:
+            self.timer = loop.create_task(self.checkpoints.run())
 
     async def _signed_heads(self) -> dict[int, str]:
         """Each audit partition's head hash as its latest checkpoint on `audit-checkpoints` pins it."""
@@ -78,6 +86,7 @@ class AuditStage(Stage):
         return source.partition % self.parts
 
     async def handle_raw(self, sources: Sequence[Source]) -> list[tuple[Event, Source]]:
+        self._keep_timer()
         self.checkpoints.acknowledged(self.heads)  # the runner awaited the last batch's records before this one
         heads, audited = dict(self.heads), dict(self.audited)  # committed only if the whole batch succeeds
         out = []
