@@ -6,15 +6,9 @@ from pathlib import Path
 
 import torch
 
+from provenance.images import ImageLimits  # caps on init images and masks, as on uploads
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    """Caps on init images and masks, checked from the header before any pixel is decoded."""
-
-    max_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 40_000_000
 
 
 @dataclass(frozen=True)
