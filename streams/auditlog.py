@@ -116,8 +116,8 @@ class Break:
 
     partition: int
     offset: int
-    kind: str  # content changed | out of order | link broken | records missing | unparseable | truncated | emptied
-    detail: str  # | rewritten | bad checkpoint
+    kind: str  # content changed | out of order | link broken | duplicate | records missing | unparseable | truncated
+    detail: str  # | emptied | rewritten | bad checkpoint
 
     @property
     def reason(self) -> str:
@@ -175,11 +175,16 @@ def _parse(offset: int, value: bytes) -> Row:
 
 def _chain(p: int, rows: list[Row], report: VerifyReport) -> None:
     index = {stored: offset for offset, record, _, stored in rows if record is not None}
-    expected, before = GENESIS, None
+    expected, before, seen = GENESIS, None, {}
     for offset, record, prev, stored in rows:
         if record is None:
             report.breaks.append(Break(p, offset, "unparseable", "not an audit record"))
             continue
+        if stored in seen:
+            report.breaks.append(Break(p, offset, "duplicate", f"the same record as offset {seen[stored]} (a "
+                                       f"retried send or a replayed record)"))
+            continue
+        seen[stored] = offset
         if prev != expected:
             report.breaks.append(Break(p, offset, *_link_problem(prev, expected, before, index.get(prev), offset)))
         actual = chain_hash(prev, record)

@@ -115,6 +115,13 @@ def test_reordered_records_are_named_out_of_order(signer):
     assert "follows the record at offset 3" in report.breaks[0].detail
 
 
+def test_a_duplicated_record_is_named_once_and_the_chain_goes_on(signer):
+    rows = chain(5)
+    rows = rows[:3] + [(0, 3, rows[2][2])] + [(0, o + 1, v) for _, o, v in rows[3:]]
+    report = verify(rows, [sign(signer, 0, 5, 6, head(rows, 5))], signer.public_key())
+    assert kinds(report) == [(0, 3, "duplicate")] and "same record as offset 2" in report.breaks[0].detail
+
+
 def test_a_rewrite_with_recomputed_hashes_is_caught_by_the_checkpoints_alone(signer):
     rows = chain(10)
     cps = [pin(signer, rows, 3), pin(signer, rows, 6), pin(signer, rows, 9)]
