@@ -186,18 +186,33 @@ def sources(n: int, partition: int = 0, first: int = 0) -> list[Source]:
             for i in range(n)]
 
 
+class ToLog:
+    """A runner sink that appends to the in-memory log, as the broker would."""
+
+    def __init__(self, log: MemoryLog):
+        self.log = log
+
+    async def send(self, topic, key, value, partition):
+        self.log.append(topic, value, partition or 0, key)
+
+
 async def feed(stage, log: MemoryLog, batches: list[list[Source]]) -> None:
-    """Run batches through the real runner; its sink appends to the in-memory log as the broker would."""
+    """Run batches through the real runner."""
     from streams.runner import Runner
 
-    class Append:
-        async def send(self, topic, key, value, partition):
-            log.append(topic, value, partition or 0, key)
-
-    runner = Runner(stage, Append())
+    runner = Runner(stage, ToLog(log))
     await runner.prepare()
     for batch in batches:
         await runner.process(batch)
+
+
+async def until_written(stage, kept: Kept) -> None:
+    """Wait (5 s at most) for the stage's timer to write a checkpoint, then stop the timer."""
+    for _ in range(50):
+        if kept.written:
+            break
+        await asyncio.sleep(0.1)
+    stage.timer.cancel()
 
 
 def test_the_stage_signs_each_partitions_durable_head_every_n_records(tmp_path, signer):
@@ -222,11 +237,7 @@ def test_the_timer_anchors_a_quiet_partition_after_t_seconds(tmp_path, signer):
 
     async def go():
         await feed(stage, log, [sources(2, partition=2)])
-        for _ in range(50):
-            if kept.written:
-                break
-            await asyncio.sleep(0.1)
-        stage.timer.cancel()
+        await until_written(stage, kept)
 
     asyncio.run(go())
     assert [(c.partition, c.offset) for c in kept.written] == [(2, 1)]
@@ -248,21 +259,12 @@ def test_the_timer_restarts_in_the_loop_that_feeds_the_stage(tmp_path, signer):
     from streams.runner import Runner
 
     stage, log, kept = audit_stage(tmp_path, signer, every=1)
-
-    class Append:
-        async def send(self, topic, key, value, partition):
-            log.append(topic, value, partition or 0, key)
-
-    runner = Runner(stage, Append())
+    runner = Runner(stage, ToLog(log))
     asyncio.run(runner.prepare())  # as `streams.run` does: a loop of its own, gone before Faust's starts
 
     async def go():
         await runner.process(sources(1, partition=1))
-        for _ in range(50):
-            if kept.written:
-                break
-            await asyncio.sleep(0.1)
-        stage.timer.cancel()
+        await until_written(stage, kept)
 
     asyncio.run(go())
     assert [(c.partition, c.offset) for c in kept.written] == [(1, 0)]
