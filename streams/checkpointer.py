@@ -84,6 +84,7 @@ class Checkpointer:
         self.anchored = {p: 0 for p in range(partitions)}  # sequence number of the last signed head
         self.durable = {p: 0 for p in range(partitions)}  # sequence number acknowledged by the broker
         self.since = {p: clock() for p in range(partitions)}
+        self.refused: set[tuple[int, int]] = set()  # (partition, offset) of heads already reported
 
     def restore(self, heads: dict[int, str], signed: dict[int, str]) -> None:
         """After a restart: each head read back is this stage's; it waits for a checkpoint unless one signed it."""
@@ -140,8 +141,10 @@ class Checkpointer:
         sequence = self.written[p].get(stored)
         if intact and sequence is not None and sequence >= self.durable[p]:
             return stored if sequence > self.anchored[p] else None  # nothing new is durable yet
-        log.error("audit partition %d: not signing offset %d: it is not the head this stage wrote (tampered, or "
-                  "another writer); `hallmark audit verify` names it", p, record.offset)
+        if (p, record.offset) not in self.refused:  # once per head, not every tick
+            self.refused.add((p, record.offset))
+            log.error("audit partition %d: not signing offset %d: it is not the head this stage wrote (tampered, or "
+                      "another writer); `hallmark audit verify` names it", p, record.offset)
         return None
 
     async def run(self) -> None:

@@ -243,7 +243,7 @@ def test_the_timer_anchors_a_quiet_partition_after_t_seconds(tmp_path, signer):
     assert [(c.partition, c.offset) for c in kept.written] == [(2, 1)]
 
 
-def test_a_head_the_stage_did_not_write_is_not_signed(tmp_path, signer):
+def test_a_head_the_stage_did_not_write_is_not_signed_and_is_reported_once(tmp_path, signer, caplog):
     clock = [0.0]
     log, kept = MemoryLog(), Kept()
     checkpointer = Checkpointer(signer, log, kept, Cadence(every=1, seconds=1.0), 1, clock=lambda: clock[0])
@@ -252,7 +252,11 @@ def test_a_head_the_stage_did_not_write_is_not_signed(tmp_path, signer):
     checkpointer.wrote(0, json.loads(mine)["payload"]["hash"])
     log.append("audit", record(1, json.loads(mine)["payload"]["hash"], note="forged"))  # another writer's record
     asyncio.run(checkpointer.checkpoint([0]))
+    asyncio.run(checkpointer.checkpoint([0]))
     assert kept.written == [] and checkpointer.due() == [0]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        "audit partition 0: not signing offset 1: it is not the head this stage wrote (tampered, or another writer); "
+        "`hallmark audit verify` names it"]
 
 
 def test_the_timer_restarts_in_the_loop_that_feeds_the_stage(tmp_path, signer):
