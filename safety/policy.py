@@ -58,7 +58,7 @@ class Limits:
 class ReviewPolicy:
     """How review treats categories: zero tolerance, urgency (severity 1 = most urgent) and the SLA per severity."""
 
-    zero_tolerance: tuple[str, ...] = ("csam",)  # calibrated to block; never left to a review band
+    zero_tolerance: tuple[str, ...] = ("csam",)  # lexical rules block clear cases; cluster band -> urgent review
     urgent: tuple[str, ...] = ("csam", "self_harm", "protected_person")  # severity 1, worked first
     gate_error_severity: int = 2  # a gate that failed closed
     default_severity: int = 3  # any other review band hit

@@ -109,7 +109,8 @@ def obfuscated_terms(draw):
     spaced = len(key.replace(" ", "")) >= 3 and not open_script(key) and draw(st.booleans())
     if spaced:
         letters = [_obfuscate_letter(draw, ch, True) for ch in key if ch != " "]
-        seps = [draw(st.sampled_from(SEPARATORS)) for _ in letters[1:]]
+        # "*" between letters also reads as a masked vowel ("n*e" is French "nue"): not a separator here.
+        seps = [draw(st.sampled_from([x for x in SEPARATORS if "*" not in x])) for _ in letters[1:]]
         text = letters[0] + "".join(s + c for s, c in zip(seps, letters[1:]))
     else:
         words = ["".join(_obfuscate_letter(draw, ch, False) for ch in w) for w in key.split(" ")]
