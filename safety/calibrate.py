@@ -128,12 +128,6 @@ def calibrate(pack: PolicyPack, examples: list[Example], encoder: EncoderConfig,
     return out
 
 
-def pick_thresholds(pack: PolicyPack, examples: list[Example], encoder: EncoderConfig,
-                    targets: Targets = Targets()) -> list[Thresholds]:
-    """The thresholds `calibrate` picks."""
-    return [m.thresholds for m in calibrate(pack, examples, encoder, targets)]
-
-
 def format_margins(margins: list[Margins]) -> str:
     """Per category: thresholds, the room they leave, and the development prompts nearest each threshold."""
     lines = [(f"{'category':<10} {'review>=':>8} {'block>=':>8} {'weakest+':>9} {'top benign':>10}"
