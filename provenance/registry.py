@@ -229,10 +229,13 @@ class AssetRegistry:
         try:
             mem = self._memory
             full = mem is None or now - mem.loaded_at > self.cache_seconds
-            query = select(AssetRecord.asset_id, AssetRecord.watermark_payload, AssetRecord.pdq, AssetChange.seq).join(
-                AssetChange, AssetChange.asset_id == AssetRecord.asset_id, isouter=True)
-            if not full:
-                query = query.where(AssetChange.seq >= mem.seq - _SEQ_OVERLAP_NS)
+            columns = (AssetRecord.asset_id, AssetRecord.watermark_payload, AssetRecord.pdq, AssetChange.seq)
+            joined = AssetChange.asset_id == AssetRecord.asset_id
+            if full:  # every row, with its write time where one was recorded
+                query = select(*columns).join(AssetChange, joined, isouter=True)
+            else:  # an index range scan of the recent writes, then their rows
+                query = (select(*columns).select_from(AssetChange).join(AssetRecord, joined)
+                         .where(AssetChange.seq >= mem.seq - _SEQ_OVERLAP_NS))
             with Session(self.engine) as session:
                 found = session.exec(query).all()
             fresh = _Memory(loaded_at=now) if full else mem
