@@ -1,5 +1,4 @@
-"""The audit log's pure parts: keys, prompt redaction (HMAC + AES-GCM), the hash chain and its verification
-against signed checkpoints."""
+"""The audit log's pure parts: keys, prompt redaction (HMAC + AES-GCM), the hash chain, verification (checkpoints)."""
 from __future__ import annotations
 
 import base64
@@ -145,8 +144,7 @@ Row = tuple[int, dict | None, str, str]  # offset, record (None: unparseable), p
 
 def verify(records: Iterable[tuple[int, int, bytes]], checkpoints: Iterable[Checkpoint] = (),
            public_key: Ed25519PublicKey | None = None) -> VerifyReport:
-    """Recompute every partition's chain from (partition, offset, value) and hold it against the signed checkpoints;
-    after a break the check goes on from the record's stored hash, so every break is named."""
+    """Every break (not just the first) of the chains in (partition, offset, value) and against the checkpoints."""
     report = VerifyReport()
     parts: dict[int, list[tuple[int, bytes]]] = {}
     for partition, offset, value in records:
@@ -200,8 +198,8 @@ def _link_problem(prev: str, expected: str, before: int | None, follows: int | N
     if before is None:
         return "records missing", (f"the partition starts at offset {offset} and its first record does not follow "
                                     f"genesis: earlier records were deleted")
-    return "link broken", (f"prev_hash {prev[:16]}… is not the hash of offset {before} ({expected[:16]}…): a record "
-                           f"before it was removed or replaced")
+    return "link broken", (f"prev_hash {prev[:16]}… is not the hash of offset {before} ({expected[:16]}…): "
+                           f"a record before it was removed or replaced")
 
 
 def _signed(checkpoints: list[Checkpoint], public_key: Ed25519PublicKey | None, report: VerifyReport) -> list:

@@ -73,8 +73,7 @@ def checkpoint_event(checkpoint: Checkpoint) -> AuditCheckpoint:
 
 
 class Checkpointer:
-    """Signs only heads that the stage itself wrote and that the broker holds: it reads each partition's last record
-    back, recomputes its hash and accepts it only if it is this stage's record, at or after the head known durable."""
+    """Signs a partition's head read back from the broker, only if it is intact, this stage's and at least durable."""
 
     def __init__(self, signer: Signer, log: Log, sink: CheckpointSink, cadence: Cadence, partitions: int,
                  clock: Callable[[], float] = time.monotonic):

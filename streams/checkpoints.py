@@ -1,4 +1,4 @@
-"""Audit checkpoints' pure parts: the Ed25519 signer (file key or a KMS hook), signing and checking, the JSON-lines file."""
+"""Audit checkpoints' pure parts: the Ed25519 signer (file key or KMS hook), signing, checking, the JSON-lines file."""
 from __future__ import annotations
 
 import base64

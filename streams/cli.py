@@ -127,8 +127,7 @@ def _audit_export(args: argparse.Namespace) -> int:
 
 
 def _read_audit(config, records: bool = True) -> tuple[list, list, list[tuple[int, int]]]:
-    """(partition, offset, value) of every audit record, the checkpoints on `audit-checkpoints`, and the
-    (partition, offset) of records there that are not checkpoints."""
+    """Audit records (partition, offset, value), the topic's checkpoints, and where it holds non-checkpoints."""
     import asyncio
 
     from hallmark.cli import CommandError

@@ -1,5 +1,4 @@
-"""The audit processor: every message of every topic → `audit`, redacted, with a per-partition hash chain, and
-signed checkpoints of each chain's head → `audit-checkpoints` and the checkpoint file (docs/audit.md)."""
+"""The audit processor: every message → `audit` (redacted, hash-chained per partition); signed head checkpoints."""
 from __future__ import annotations
 
 import asyncio
@@ -63,8 +62,7 @@ class AuditStage(Stage):
         self._keep_timer()
 
     def _keep_timer(self) -> None:
-        """The checkpoint timer, in the loop that feeds the stage: `streams.run` prepares the stage in a loop of its
-        own that ends before Faust's starts, so the first batch in Faust's loop starts it again."""
+        """(Re)start the checkpoint timer in the loop feeding the stage (`streams.run` prepares in another loop)."""
         loop = asyncio.get_running_loop()
         if self.timer is None or self.timer.done() or self.timer.get_loop() is not loop:
             self.timer = loop.create_task(self.checkpoints.run())
@@ -139,8 +137,7 @@ def _uuid(value: str | None) -> uuid.UUID | None:
 
 
 class ProducerSink:
-    """A runner sink on its own idempotent producer (acks=all), so a retried send never duplicates an audit record;
-    Faust's producer is idempotent only in exactly-once mode. `build_app` can hand it to the audit stage's runner."""
+    """A runner sink on its own idempotent producer: Faust's is idempotent only in exactly-once mode (see build_app)."""
 
     def __init__(self, client: KafkaClient | str):
         self.client, self.producer = client, None
