@@ -70,6 +70,9 @@ class Stage:
     async def start(self) -> None:
         """Load models and state before the first message."""
 
+    async def running(self) -> None:
+        """Called in the loop that feeds the stage, once it is prepared (timers belong here, not in `start`)."""
+
     async def handle(self, event: Event, source: Source) -> list[Event]:
         raise NotImplementedError
 

@@ -5,9 +5,11 @@ import logging
 import os
 from typing import Awaitable, Protocol
 
-from schemas import TOPICS, Event, Outcome, OutcomeStatus, PoisonMessage, parse_event, topic_for
+from hallmark.config import KafkaClient
+from schemas import Event, Outcome, OutcomeStatus, PoisonMessage, parse_event, topic_for
 from schemas.topics import topic_named
 from streams.base import Source, Stage, admitted, dead_letter, outcome
+from streams.kafkaio import make_producer
 
 log = logging.getLogger("hallmark.streams")
 
@@ -18,12 +20,24 @@ class Sink(Protocol):
     async def send(self, topic: str, key: bytes, value: bytes, partition: int | None) -> Awaitable | None: ...
 
 
-class FaustSink:
-    def __init__(self, app):
-        self.topics = {name: app.topic(name, key_serializer="raw", value_serializer="raw") for name in TOPICS}
+class ProducerSink:
+    """The runners' sink: one idempotent producer (acks=all), so a retried send never duplicates an output (Faust's
+    own producer is idempotent only in its exactly-once mode, which stages do not use: see docs/spine.md)."""
+
+    def __init__(self, client: KafkaClient | str):
+        self.client, self.producer = client, None
 
     async def send(self, topic: str, key: bytes, value: bytes, partition: int | None):
-        return await self.topics[topic].send(key=key, value=value, partition=partition, force=True)
+        if self.producer is None:
+            producer = make_producer(self.client)
+            await producer.start()
+            self.producer = producer
+        return await self.producer.send(topic, value, key=key, partition=partition)
+
+    async def close(self) -> None:
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            await producer.stop()
 
 
 class Runner:
@@ -45,6 +59,7 @@ class Runner:
     async def agent(self, stream) -> None:
         try:
             await self.prepare()
+            await self.stage.running()
             ready = self.stage.settings.home / "run" / f"{self.stage.name}.ready"
             ready.parent.mkdir(parents=True, exist_ok=True)
             ready.write_text("ready\n")  # `hallmark up` and the tests wait for this
@@ -147,7 +162,7 @@ def build_app(stage: Stage) -> tuple:
         broker_heartbeat_interval=3.0, broker_commit_every=100, broker_commit_interval=1.0,
         stream_wait_empty=False, consumer_max_fetch_size=4 * 1024 * 1024,
     )
-    runner = Runner(stage, FaustSink(app))
+    runner = Runner(stage, ProducerSink(stage.settings.kafka_client()))
     source = app.topic(*subscribed(stage), key_serializer="raw", value_serializer="raw")
     app.agent(source, name=f"hallmark-{stage.name}")(runner.agent)
     return app, runner

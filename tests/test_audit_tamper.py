@@ -92,7 +92,8 @@ def audit(config: HallmarkConfig, counts: dict[int, int], anchor: bool = True, w
     """Feed `counts[p]` requests of source partition p through the audit stage (the runner, a producer to the broker);
     then sign every partition's head (or wait for the stage's own timer)."""
     from streams.runner import Runner
-    from streams.stages.audit import AuditStage, ProducerSink
+    from streams.runner import ProducerSink
+    from streams.stages.audit import AuditStage
     from tests.test_audit_checkpoints import sources
 
     async def go():

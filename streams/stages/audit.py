@@ -7,7 +7,6 @@ import json
 import uuid
 from typing import Sequence
 
-from hallmark.config import KafkaClient
 from schemas import TOPICS, AuditRecord, Event
 from schemas.events import AuditRecordPayload
 from streams.auditlog import (
@@ -59,6 +58,10 @@ class AuditStage(Stage):
                     min(1.0, self.settings.audit_checkpoint_seconds)), self.parts)
         self.checkpoints.restore(self.heads, await self._signed_heads())
         self.timer: asyncio.Task | None = None
+        self._keep_timer()
+
+    async def running(self) -> None:
+        """In the loop that feeds the stage: anchor the tail on time even if no new message arrives."""
         self._keep_timer()
 
     def _keep_timer(self) -> None:
@@ -134,24 +137,3 @@ def _uuid(value: str | None) -> uuid.UUID | None:
         return uuid.UUID(value) if value else None
     except ValueError:
         return None
-
-
-class ProducerSink:
-    """A runner sink on its own idempotent producer: Faust's is idempotent only in exactly-once mode (see build_app)."""
-
-    def __init__(self, client: KafkaClient | str):
-        self.client, self.producer = client, None
-
-    async def send(self, topic: str, key: bytes, value: bytes, partition: int | None):
-        if self.producer is None:
-            from streams.kafkaio import make_producer
-
-            producer = make_producer(self.client)
-            await producer.start()
-            self.producer = producer
-        return await self.producer.send(topic, value, key=key, partition=partition)
-
-    async def close(self) -> None:
-        producer, self.producer = self.producer, None
-        if producer is not None:
-            await producer.stop()
