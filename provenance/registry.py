@@ -74,6 +74,8 @@ class _Memory:
 
     def apply(self, rows: list[tuple[str, str, str, int]]) -> None:
         """Add or replace (asset id, watermark hex, PDQ hex, seq) rows."""
+        if not rows:
+            return
         fresh_ids, fresh_words = [], []
         words = self.words.copy() if any(i in self.position for i, *_ in rows) else self.words
         for asset_id, mark, _, _ in rows:
@@ -85,7 +87,8 @@ class _Memory:
                     fresh_ids.append(asset_id)
                     fresh_words.append(mark)
         self.words = np.concatenate([words, _hex_words(fresh_words)]) if fresh_words else words
-        self.ids = self.ids + fresh_ids  # a new list: a search holding the old one stays consistent
+        if fresh_ids:
+            self.ids = self.ids + fresh_ids  # a new list: a search holding the old one stays consistent
         hashed = [(i, p) for i, _, p, _ in rows if p and len(p) == 64]
         self.pdq.add([i for i, _ in hashed], [p for _, p in hashed])
         self.seq = max([self.seq, *(q for *_, q in rows)])
