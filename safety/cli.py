@@ -71,7 +71,8 @@ def cmd_screen_prompts(args: argparse.Namespace) -> int:
 
     _pack_or_error(args.policy)
     gate = load_prompt_gate(args.policy, PromptGateConfig(
-        embedding=not args.lexical_only, encoder=EncoderConfig(threads=args.threads)))
+        embedding=not args.lexical_only, encoder=EncoderConfig(threads=args.threads,
+                                                               cache_dir=str(args.config.cache_dir))))
     # Bytes, not text: a line that is not UTF-8 gets its own fail-closed verdict instead of killing the run.
     lines = sys.stdin.buffer.read().split(b"\n")
     if lines and lines[-1] == b"":
@@ -121,7 +122,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         examples = load_devset(*([args.devset] if args.devset else []))
     except (OSError, ValueError) as exc:
         raise CommandError(f"cannot read the development set: {exc}") from exc
-    enc = EncoderConfig(threads=args.threads)
+    enc = EncoderConfig(threads=args.threads, cache_dir=str(args.config.cache_dir))
     margins = calibrate(pack, examples, enc)
     thresholds = [m.thresholds for m in margins]
     tuned = apply_thresholds(pack, thresholds)

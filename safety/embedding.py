@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +23,13 @@ class EncoderConfig:
     stride: int = 32
     threads: int | None = None  # torch/ORT/faiss intra-op threads; None leaves the process setting alone
     runtime: str = "onnx"  # "onnx": the same weights on ONNX Runtime (exported once, cached); "torch": eager PyTorch
-    cache_dir: str | None = None  # where the ONNX export is kept; default $HALLMARK_CACHE or ~/.cache/hallmark
+    cache_dir: str | None = None  # where the ONNX export is kept; default ~/.cache/hallmark (HallmarkConfig.cache_dir)
 
 
 class Encoder:
     """Sentence embeddings as the model card defines them: mean pooling over tokens, then L2 normalisation."""
 
     def __init__(self, config: EncoderConfig = EncoderConfig()):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub at run time
         import torch
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging

@@ -16,10 +16,9 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def default_cache_dir() -> Path:
-    """Machine-wide, not per HALLMARK_HOME: every stack and test on this machine shares one export."""
-    if os.environ.get("HALLMARK_CACHE"):
-        return Path(os.environ["HALLMARK_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hallmark"
+    """Machine-wide, not per HALLMARK_HOME: every stack and test on this machine shares one export (entry points
+    pass `HallmarkConfig.cache_dir`, which `HALLMARK_CACHE` / `XDG_CACHE_HOME` set)."""
+    return Path.home() / ".cache" / "hallmark"
 
 
 def weights_digest(model_dir: Path) -> str:

@@ -25,7 +25,11 @@ class PromptGateStage(Stage):
     async def start(self) -> None:
         from safety.gates import load_prompt_gate
 
-        self.gate = self.deps.get("gate") or await in_thread(load_prompt_gate)
+        from safety.embedding import EncoderConfig
+        from safety.gates import PromptGateConfig
+
+        config = PromptGateConfig(encoder=EncoderConfig(cache_dir=str(self.settings.cache_dir)))
+        self.gate = self.deps.get("gate") or await in_thread(load_prompt_gate, None, config)
         self.tenants = self.deps.get("tenants") or open_registry(self.settings)
         self.keys = self.deps.get("keys") or tenant_keys(self.settings)
         await warm_up(self.name, self.gate, ["a red circle"])
