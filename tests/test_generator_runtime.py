@@ -50,7 +50,8 @@ def test_matches_diffusers_pipeline_then_upscales(engine, sampler):
 
 
 def test_batch_invariance(engine):
-    requests = [GenerationRequest(prompt=p, seed=100 + i, steps=10, guidance=3.0 + i / 4) for i, p in enumerate(PROMPTS)]
+    requests = [GenerationRequest(prompt=p, seed=100 + i, steps=10, guidance=3.0 + i / 4)
+                for i, p in enumerate(PROMPTS)]
     batched = engine.generate(requests)
     for i in (0, 5):
         (alone,) = engine.generate([requests[i]])

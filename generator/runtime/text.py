@@ -39,7 +39,7 @@ def encode_texts(model: ModelFolder, texts: list[str]) -> tuple[torch.Tensor, to
 
 
 def conditionings(model: ModelFolder, pairs: list[tuple[str, str]], sizes: list[tuple[int, int]]) -> list[Conditioning]:
-    """(negative, prompt) and drawn (width, height) per request → its Conditioning; each distinct text encoded once."""
+    """(negative, prompt) and drawn (width, height) per request → its Conditioning; distinct texts encoded once."""
     zero_negative = model.xl and model.force_zeros_for_empty_prompt
     unique = list(dict.fromkeys(t for pair in pairs for t in pair if t or not zero_negative))
     row = {text: i for i, text in enumerate(unique)}
