@@ -106,6 +106,11 @@ class HallmarkConfig:
         return KafkaClient(self.kafka_bootstrap, username, password)
 
     @property
+    def banks_dir(self) -> Path:
+        """Hash banks of known-bad images (operator data: `hallmark safety banks add`)."""
+        return self.home / "banks"
+
+    @property
     def tenants_file(self) -> Path:
         return self.home / "tenants.json"
 

@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     bs = p.add_subparsers(dest="banks_command", metavar="SUBCOMMAND", required=True)
 
     def where(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--policy", help="policy pack whose `[image] banks` directory to use; default: the shipped pack")
+        sp.add_argument("--policy", help="policy pack whose `[image] banks` directory to use (default: var/banks)")
         sp.add_argument("--dir", help="bank directory (overrides the pack's)")
 
     a = bs.add_parser("add", help="add signals to a bank (created if missing); bumps its version")
@@ -38,7 +38,7 @@ def _banks(args: argparse.Namespace):
     from .policy import PolicyError, load_pack
 
     try:
-        directory = args.dir or load_pack(args.policy).image.banks
+        directory = args.dir or (load_pack(args.policy).image.banks if args.policy else args.config.banks_dir)
     except PolicyError as exc:
         raise CommandError(str(exc)) from exc
     if not directory:

@@ -1,8 +1,8 @@
 """Hash banks through the real broker: a banked image (and its JPEG q75 and 10% crop copies) named by an
 `image.generated` event on `images` gets a blocking `image.verdict` from the running output gate, with the bank id.
 
-The output-gate process loads the shipped pack, whose `[image] banks` directory is `safety/packs/banks`; this test
-adds a bank of its own there (a unique id, removed afterwards) and the running gate picks it up without a restart.
+The output-gate process matches the banks in `var/banks` (`HallmarkConfig.banks_dir`); this test adds a bank of its
+own there (a unique id, removed afterwards) and the running gate picks it up without a restart.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from PIL import Image
 
 from provenance.store import BlobStore
 from safety.banks import BankConfig, HashBanks, image_signals
-from safety.policy import load_pack
 from schemas import ImageGenerated, RequestSubmitted, producer_for
 from schemas.events import (
     GenerationSpec,
@@ -40,9 +39,9 @@ def _bytes(im: Image.Image, fmt: str, **kw) -> bytes:
 
 
 @pytest.fixture
-def bank():
-    """A bank in the shipped pack's bank directory holding one unique image; removed after the test."""
-    directory = load_pack().image.banks
+def bank(spine):
+    """A bank in the stack's bank directory (`HallmarkConfig.banks_dir`) holding one unique image; removed after."""
+    directory = spine.settings.banks_dir
     bank_id = f"test-{uuid.uuid4().hex[:12]}"
     image = _unique_image(int(uuid.uuid4().int % 2**32))
     banks = HashBanks(BankConfig(Path(directory)))

@@ -22,10 +22,12 @@ class OutputGateStage(Stage):
     batch_size = 8
 
     async def start(self) -> None:
-        from safety.gates import load_image_gate
+        from safety.gates import ImageGateConfig, load_image_gate
+        from safety.image_gate import ImageChecksConfig
 
         self.blobs = BlobStore(self.settings.blob_dir)
-        self.gate = self.deps.get("gate") or await in_thread(load_image_gate)
+        config = ImageGateConfig(checks=ImageChecksConfig(banks=str(self.settings.banks_dir)))
+        self.gate = self.deps.get("gate") or await in_thread(load_image_gate, None, config)
         await warm_up(self.name, self.gate, [Image.new("RGB", (256, 256), "white")])
 
     def _load(self, sha256: str) -> Image.Image:
