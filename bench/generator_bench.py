@@ -8,8 +8,8 @@ capacity is measured with every request queued at t=0: one pipeline call per req
 requests of equal step count at each batch size (the best size is kept). Then the stream arrives as a Poisson
 process at 0.8× (and at 1.0×) the best diffusers capacity and is served by diffusers one-by-one, diffusers
 batched (best size) and our engine, interleaved over rounds so machine load hits all sides alike; medians are
-reported. Same model (the very same loaded modules), same device, same run. On CPU: tiny random SD1.5- and SDXL-shaped folders built
-on the fly; with --gpu: full-size SD1.5 (512²) and SDXL (1024²) shapes with random weights, 30 steps on average.
+reported. Same model (the very same loaded modules), same device, same run. On CPU: tiny random SD1.5- and
+SDXL-shaped folders built on the fly; with --gpu: full-size SD1.5 (512²) and SDXL (1024²) shapes with random weights, 30 steps on average.
 """
 from __future__ import annotations
 
@@ -122,7 +122,8 @@ class Diffusers:
             self.queue.remove(item)
         reqs = [r for _, r in group]
         self.pipe([r.prompt for r in reqs], negative_prompt=[r.negative_prompt for r in reqs],
-                  num_inference_steps=steps, guidance_scale=reqs[0].guidance, height=reqs[0].height, width=reqs[0].width, output_type="pil",
+                  num_inference_steps=steps, guidance_scale=reqs[0].guidance, height=reqs[0].height,
+                  width=reqs[0].width, output_type="pil",
                   generator=[torch.Generator().manual_seed(r.seed) for r in reqs])
         self.sync()
         return [i for i, _ in group]
