@@ -4,12 +4,12 @@
     .venv/bin/python bench/generator_bench.py micro [--model DIR] [--steps 20] [--repeats 3]
 
 Serving: one fixed stream of requests (seeded prompts, seeds and mixed step counts). First each diffusers mode's
-capacity is measured with every request queued at t=0: one pipeline call per request, and batches of queued
-requests of equal step count at each batch size (the best size is kept). Then the stream arrives as a Poisson
-process at 0.8× (and at 1.0×) the best diffusers capacity and is served by diffusers one-by-one, diffusers
-batched (best size) and our engine, interleaved over rounds so machine load hits all sides alike; medians are
-reported. Same model (the very same loaded modules), same device, same run. On CPU: tiny random SD1.5- and
-SDXL-shaped folders built on the fly; with --gpu: full-size SD1.5 (512²) and SDXL (1024²) shapes with random weights, 30 steps on average.
+capacity is measured with every request queued at t=0: one pipeline call per request, and batches of queued requests
+of equal step count at each batch size (the best size is kept). Then the stream arrives as a Poisson process at 0.8×
+(and at 1.0×) the best diffusers capacity and is served by diffusers one-by-one, diffusers batched (best size) and
+our engine, interleaved over rounds so machine load hits all sides alike; medians are reported. Same model (the very
+same loaded modules), same device, same run. On CPU: tiny random SD1.5- and SDXL-shaped folders built on the fly;
+with --gpu: full-size SD1.5 (512²) and SDXL (1024²) shapes with random weights, 30 steps on average.
 """
 from __future__ import annotations
 
