@@ -1,18 +1,12 @@
 """HTTP plumbing every Hallmark web server shares: one error shape, bounded body reads, validation problems."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-
-class HttpError(Exception):
-    """A refused request: the HTTP status and a reason safe to show (a fixed phrase, never user text)."""
-
-    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None, **extra: Any):
-        super().__init__(reason)
-        self.status, self.reason, self.headers, self.extra = status, reason, headers or {}, extra
+from hallmark.errors import HttpError
 
 
 def error_response(exc: HttpError) -> JSONResponse:

@@ -15,6 +15,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
+from hallmark.errors import HttpError
+from hallmark.web import error_response, read_body
 from provenance.images import ImageError
 from provenance.publisher import ProvenanceConfig
 from provenance.softbinding import SoftBindingService, max_results
@@ -64,26 +66,16 @@ def client_key(host: str | None) -> str:
 
 
 def _error(status: int, reason: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": reason}, status_code=status, headers=headers)
-
-
-async def _read_capped(request: Request, limit: int) -> bytes:
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ImageError(413, f"upload is larger than the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return error_response(HttpError(status, reason, headers))
 
 
 async def _image_bytes(request: Request, max_bytes: int) -> bytes:
     """The uploaded image: a raw image/* body, or the `file` field of a multipart form."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype in IMAGE_TYPES:
-        return await _read_capped(request, max_bytes)
+        return await read_body(request, max_bytes)
     if ctype == "multipart/form-data":
-        return await _form_file(request, await _read_capped(request, max_bytes + _FORM_OVERHEAD), max_bytes)
+        return await _form_file(request, await read_body(request, max_bytes + _FORM_OVERHEAD), max_bytes)
     raise ImageError(415, f"content type {ctype or 'missing'}; send image/png, image/jpeg, image/webp or multipart")
 
 
@@ -125,8 +117,8 @@ def create_app(config: ProvenanceConfig, verifier: Verifier | None = None, clock
             async with busy:
                 data = await _image_bytes(request, config.max_upload_bytes) if upload else None
                 return await run_in_threadpool(work, data)
-        except ImageError as exc:
-            return _error(exc.status, exc.reason)
+        except HttpError as exc:
+            return error_response(exc)
 
     @app.post("/v1/verify")
     async def verify(request: Request):
@@ -144,9 +136,9 @@ def create_app(config: ProvenanceConfig, verifier: Verifier | None = None, clock
     @app.post("/matches/byBinding")
     async def by_binding_post(request: Request, maxResults: str | None = None):  # noqa: N803
         try:
-            body = await _read_capped(request, 64 * 1024)
+            body = await read_body(request, 64 * 1024)
             query = json.loads(body or b"null")
-        except (ValueError, ImageError):
+        except (ValueError, HttpError):
             return _error(400, "send a JSON object {\"alg\": …, \"value\": …} of at most 64 KiB")
         if not isinstance(query, dict):
             return _error(400, "send a JSON object {\"alg\": …, \"value\": …}")

@@ -7,16 +7,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hallmark.errors import HttpError
+
 MIME_BY_FORMAT = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
 
-class ImageError(ValueError):
+class ImageError(HttpError, ValueError):
     """An image we refuse, with the HTTP status that says why (413 too large, 415 not an image, 422 broken)."""
-
-    def __init__(self, status: int, reason: str):
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from typing import Callable
 from fastapi import FastAPI, Request, UploadFile
 from fastapi.responses import JSONResponse
 
+from hallmark.errors import HttpError
+from hallmark.web import error_response
 from provenance.images import ImageError, ImageLimits, decode, encode_png
 from provenance.store import BlobStore
 
@@ -60,7 +62,7 @@ def register_uploads(app: FastAPI, blobs: BlobStore, tenant_of: Callable[[Reques
     store, limits = UploadStore(blobs), ImageLimits(max_bytes=max_bytes, max_pixels=max_pixels)
 
     def error(status: int, reason: str) -> JSONResponse:
-        return JSONResponse({"reason": reason}, status_code=status)
+        return error_response(HttpError(status, reason))
 
     @app.post("/v1/uploads", status_code=201)
     async def upload(request: Request, file: UploadFile | None = None):
@@ -76,6 +78,6 @@ def register_uploads(app: FastAPI, blobs: BlobStore, tenant_of: Callable[[Reques
         try:
             image = decode(data, limits)  # size cap, pixel cap from the header (bombs never decode), full decode
         except ImageError as exc:
-            return error(exc.status, exc.reason)
+            return error_response(exc)
         sha = store.put(tenant, encode_png(image.rgb))  # re-encoded: no metadata, one address per picture
         return {"sha256": sha, "width": image.width, "height": image.height}

@@ -183,7 +183,7 @@ def test_bad_input_is_answered_with_a_reason(env, case, status):
     }
     r = requests[case]()
     assert r.status_code == status, r.text
-    assert r.json()["error"]
+    assert r.json()["reason"]
 
 
 def test_rate_limit_answers_429_with_retry_after_per_client(env):
@@ -194,7 +194,7 @@ def test_rate_limit_answers_429_with_retry_after_per_client(env):
     png = encode_png(shapes(3))
     assert [post(alice, png).status_code for _ in range(3)] == [200, 200, 200]
     r = post(alice, png)
-    assert r.status_code == 429 and int(r.headers["retry-after"]) == 20 and r.json()["error"]
+    assert r.status_code == 429 and int(r.headers["retry-after"]) == 20 and r.json()["reason"]
     assert post(bob, png).status_code == 200  # another client is not throttled
     clock.now += 20
     assert post(alice, png).status_code == 200

@@ -141,7 +141,7 @@ def test_bad_soft_binding_requests_get_a_reason(service, request_, status):
     client, _, _ = service
     r = request_(client)
     assert r.status_code == status, r.text
-    assert r.json()["error"]
+    assert r.json()["reason"]
 
 
 def test_unknown_watermark_value_matches_nothing(service):
