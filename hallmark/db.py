@@ -11,7 +11,9 @@ from sqlmodel import SQLModel, create_engine
 
 def engine_for(db_url: str):
     """An engine for `db_url`; SQLite gets WAL (readers go on while the projector writes) and a busy timeout."""
-    if not db_url.startswith("sqlite:///"):  # PostgreSQL, or an in-memory SQLite for tests
+    if db_url.startswith("sqlite") and not db_url.startswith("sqlite:///"):  # in memory (tests)
+        return create_engine(db_url, connect_args={"check_same_thread": False})
+    if not db_url.startswith("sqlite:///"):  # PostgreSQL or another server
         return create_engine(db_url, pool_pre_ping=True)
     Path(db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(db_url, connect_args={"check_same_thread": False, "timeout": 30})

@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlmodel import Field, Session, SQLModel, create_engine, select
+from sqlmodel import Field, Session, SQLModel, select
 
-from hallmark.db import create_tables
+from hallmark.db import create_tables, engine_for
 from provenance.fingerprint import PDQ_ALG, PDQ_MATCH_DISTANCE, PDQ_QUALITY_ALG, PdqIndex, pdq, pdq_views
 from provenance.store import BlobStore
 from provenance.watermark import WatermarkReading, agreement
@@ -116,12 +116,7 @@ class AssetRegistry:
 
     def __init__(self, db_url: str, blobs: BlobStore | None = None, cache_seconds: float = 3600.0,
                  poll_seconds: float = 1.0):
-        connect_args = {"check_same_thread": False} if db_url.startswith("sqlite") else {}
-        if db_url.startswith("sqlite:///"):
-            from pathlib import Path
-
-            Path(db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(db_url, connect_args=connect_args)
+        self.engine = engine_for(db_url)
         self.blobs = blobs
         self.cache_seconds = cache_seconds  # a full re-read this often (a rebuild's removals, clock skew)
         self.poll_seconds = poll_seconds  # other processes' upserts show within this
