@@ -79,6 +79,7 @@ STAGES_SOURCES = {name: stage_class(name).sources for name in STAGES}
 def stable(event) -> dict:
     data = json.loads(event.model_dump_json(exclude=set(VOLATILE)))
     data.pop("causation_id", None)
+    data["payload"].pop("generation_ms", None)  # a measurement, not an effect
     return data
 
 
