@@ -1,5 +1,6 @@
 """Faces: dlib's HOG detector (or boxes another detector found: NudeNet's by default), 5-point alignment and
-ResNet face embeddings (weights from face-recognition-models), compared by Euclidean distance with a gallery of protected people (< 0.6 is dlib's same-person rule of thumb)."""
+ResNet face embeddings (weights from face-recognition-models), compared by Euclidean distance with a gallery of
+protected people (< 0.6 is dlib's same-person rule of thumb)."""
 from __future__ import annotations
 
 import importlib.util
