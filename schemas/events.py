@@ -133,6 +133,7 @@ class RequestSubmittedPayload(Payload):
 class PromptVerdictPayload(Payload):
     spec: GenerationSpec
     verdict: GateResult
+    input_verdict: GateResult | None = None  # the image checks of the request's init image and mask, if any
 
 
 class JobCreatedPayload(Payload):

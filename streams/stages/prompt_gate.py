@@ -1,17 +1,25 @@
 """Ingress validation and the prompt gate: `requests` → `prompt-verdicts` (poison → `dlq`)."""
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 from typing import Sequence
 
+from PIL import Image
+
 from hallmark.sealing import open_spec, reason_code
 from hallmark.tenants import open_registry, tenant_keys
+from provenance.store import BlobStore
+from safety.gates import ImageGateConfig, load_image_gate
+from safety.image_gate import ImageChecksConfig
 from schemas import Event, OutcomeStatus, PromptVerdict
 from schemas.events import GateResult, GenerationSpec, PromptVerdictPayload
 from streams.base import Source, Stage, dead_letter, in_thread, outcome, warm_up
 from streams.convert import fail_closed, gate_result, worst
+from streams.uploads import UploadStore
 
 GATE_TIMEOUT_S = 20.0
+INPUT_GATE_TIMEOUT_S = 60.0
 
 
 class PromptGateStage(Stage):
@@ -32,6 +40,8 @@ class PromptGateStage(Stage):
         self.gate = self.deps.get("gate") or await in_thread(load_prompt_gate, None, config)
         self.tenants = self.deps.get("tenants") or open_registry(self.settings)
         self.keys = self.deps.get("keys") or tenant_keys(self.settings)
+        self.uploads = UploadStore(BlobStore(self.settings.blob_dir))
+        self.image_gate = self.deps.get("image_gate")  # loaded on the first request with an input image
         await warm_up(self.name, self.gate, ["a red circle"])
 
     async def handle_batch(self, items: Sequence[tuple[Event, Source]]) -> list[list[Event]]:
@@ -60,9 +70,32 @@ class PromptGateStage(Stage):
         for region, pairs in texts.items():
             for (i, _), verdict in zip(pairs, await self._screen([t for _, t in pairs], region)):
                 found[i].append(verdict)
+        inputs: dict[int, GateResult | None] = {}
+        for i in specs:
+            try:
+                inputs[i] = await self._screen_inputs(items[i][0], specs[i].region)
+            except (OSError, ValueError):  # not among the tenant's uploads (or gone with a shredded tenant)
+                refused[i] = [outcome(items[i][0], self.producer, OutcomeStatus.FAILED, "input_image_missing")]
         return [refused[i] if i in refused else
-                [event.follow(PromptVerdict, PromptVerdictPayload(spec=specs[i], verdict=worst(found[i])),
-                              self.producer)] for i, (event, _) in enumerate(items)]
+                [event.follow(PromptVerdict, PromptVerdictPayload(spec=specs[i], verdict=worst(found[i]),
+                                                                  input_verdict=inputs[i]), self.producer)]
+                for i, (event, _) in enumerate(items)]
+
+    async def _screen_inputs(self, event: Event, region: str) -> GateResult | None:
+        """The image checks (NSFW, faces, hash banks) of a request's init image and mask, before any generation."""
+        spec = event.payload.spec
+        shas = [sha for sha in (spec.init_image, spec.mask) if sha]
+        if not shas:
+            return None
+        images = [Image.open(io.BytesIO(self.uploads.get(event.tenant_id, sha))).convert("RGB") for sha in shas]
+        try:
+            if self.image_gate is None:
+                self.image_gate = await in_thread(load_image_gate, None, ImageGateConfig(
+                    checks=ImageChecksConfig(banks=str(self.settings.banks_dir))))
+            return worst([gate_result(v) for v in await in_thread(self.image_gate.screen, images, region,
+                                                                  timeout=INPUT_GATE_TIMEOUT_S)])
+        except Exception as exc:  # fail closed
+            return fail_closed(f"input image gate error: {exc.__class__.__name__}")
 
     async def _screen(self, texts: list[str], region: str) -> list[GateResult]:
         try:

@@ -5,6 +5,7 @@ from review.tasks import review_task
 from schemas import Event, JobCreated, OutcomeStatus, PromptVerdict
 from schemas.events import Decision, JobCreatedPayload
 from streams.base import Source, Stage, outcome
+from streams.convert import worst
 
 
 class RouterStage(Stage):
@@ -15,10 +16,10 @@ class RouterStage(Stage):
     async def start(self) -> None:
         from safety.policy import load_pack
 
-        self.review_policy = self.deps.get("review_policy") or load_pack().review  # severities and SLAs of review tasks are policy data
+        self.review_policy = self.deps.get("review_policy") or load_pack().review  # severities and SLAs: policy data
 
     async def handle(self, event: Event, source: Source) -> list[Event]:
-        verdict = event.payload.verdict
+        verdict = worst([v for v in (event.payload.verdict, getattr(event.payload, "input_verdict", None)) if v])
         gate = "prompt" if event.event_type == PromptVerdict.event_type_name else "image"
         if verdict.decision == Decision.BLOCK:
             return [outcome(event, self.producer, OutcomeStatus.REJECTED, f"{gate} blocked by {verdict.stage}",
