@@ -9,8 +9,9 @@ import uuid
 
 import pytest
 
-from schemas import ImageVerdict
-from schemas.events import Decision, GateResult, GenerationSpec, ImageRef, ImageVerdictPayload
+from schemas import ImageGenerated, ImageVerdict
+from schemas.events import (Decision, GateResult, GenerationSpec, ImageGeneratedPayload, ImageRef,
+                            ImageVerdictPayload)
 from tests.test_review_console import PASSWORD, start_console, wait_task
 from tests.test_spine_flow import REVIEW, TEST_PRODUCER, kafka_request
 
@@ -103,11 +104,14 @@ def image_review_request(spine, category: str, prompt: str):
     verdict = GateResult(decision=Decision.REVIEW, stage="nsfw", categories=[category], score=0.52,
                          reasons=["score 0.52 in the review band <b>0.45–0.85</b>"], policy_id="hallmark-default",
                          policy_version="1.0.0")
-    return ImageVerdict(event_type=ImageVerdict.event_type_name, request_id=f"browser-{uuid.uuid4().hex}",
-                        tenant_id="browser-tenant", producer=TEST_PRODUCER, payload=ImageVerdictPayload(
-                            spec=spec, model_id="shapes-ldm", images=[ImageRef(sha256=sha, index=0, width=256,
-                                                                               height=256, seed=3)],
-                            verdict=verdict))
+    images = [ImageRef(sha256=sha, index=0, width=256, height=256, seed=3)]
+    generated = ImageGenerated(event_type=ImageGenerated.event_type_name, request_id=f"browser-{uuid.uuid4().hex}",
+                               tenant_id="browser-tenant", producer=TEST_PRODUCER, payload=ImageGeneratedPayload(
+                                   spec=spec, policy_version="1.0.0", model_id="shapes-ldm", images=images,
+                                   generation_ms=1.0))
+    spine.produce_event(generated)  # as the generation stage records it: the publisher signs only what it made
+    return generated.follow(ImageVerdict, ImageVerdictPayload(spec=spec, model_id="shapes-ldm", images=images,
+                                                              verdict=verdict), TEST_PRODUCER)
 
 
 def test_log_in_claim_next_reveal_and_approve_reaches_published(spine, console, page, tmp_path):

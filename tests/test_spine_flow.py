@@ -70,12 +70,15 @@ def test_published_image_verifies_on_all_three_signals(spine):
     deadline = time.monotonic() + 60
     while True:  # the registry row comes from the projection of the `assets` event
         answer = Verifier(ProvenanceConfig.from_settings(spine.settings)).verify(data)
-        if answer["registry"]["match"] or time.monotonic() > deadline:
+        if answer["method"] == "sha256" or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert answer["c2pa"]["present"] and answer["c2pa"]["valid"], answer["c2pa"]
-    assert answer["watermark"]["detected"], answer["watermark"]
-    assert answer["registry"]["match"] and answer["registry"]["asset_id"] == outcome.payload.asset_ids[0]
+    evidence = answer["evidence"]
+    assert evidence["c2pa"]["present"] and evidence["c2pa"]["valid"], evidence["c2pa"]
+    assert evidence["watermark"]["detected"], evidence["watermark"]
+    assert evidence["watermark"]["asset_id"] == outcome.payload.asset_ids[0]
+    assert answer["verdict"] == "verified" and evidence["sha256_match"]  # the registry holds the exact file
+    assert answer["asset"]["asset_id"] == outcome.payload.asset_ids[0]
 
 
 def test_blocked_prompt_is_rejected_without_any_job(spine):

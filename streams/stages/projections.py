@@ -121,7 +121,7 @@ async def rebuild(settings: HallmarkConfig, review_only: bool = False) -> int:
 
     async def records(topics: tuple[str, ...]) -> list[Record]:
         return [(t, r.partition, r.offset, r.value) for t in topics
-                async for r in read_to_end(settings.kafka_bootstrap, t)]
+                async for r in read_to_end(settings.operator_client(), t)]
 
     jobs = [(ReviewQueueProjector(settings), await records(REVIEW_SOURCES))]
     if not review_only:
