@@ -2,7 +2,6 @@
 own gate verdict on the prompt verdict, and the router acts on the stricter of the two."""
 from __future__ import annotations
 
-import asyncio
 import io
 
 from PIL import Image
@@ -10,14 +9,12 @@ from PIL import Image
 from hallmark.config import HallmarkConfig
 from provenance.store import BlobStore
 from safety.verdict import Decision as SafetyDecision, Verdict
-from schemas import parse_event
 from streams.base import MemoryLog, Source
-from streams.runner import Runner
 from streams.stages.prompt_gate import PromptGateStage
 from streams.stages.router import RouterStage
 from streams.uploads import UploadStore
 from tests.stage_cases import FakeGate, Fixture
-from tests.test_stage_contract import Capture
+from tests.test_stage_contract import run as run_stage
 
 
 class BlockingImageGate:
@@ -33,15 +30,7 @@ class BlockingImageGate:
 
 
 def run(stage, event, topic: str) -> list:
-    sink = Capture(stage.log)
-
-    async def go():
-        runner = Runner(stage, sink)
-        await runner.prepare()
-        await runner.process([Source(topic, 0, 0, event.key(), event.to_bytes())])
-
-    asyncio.run(go())
-    return [(t, parse_event(v)) for t, v in sink.sent]
+    return run_stage(stage, [Source(topic, 0, 0, event.key(), event.to_bytes())])
 
 
 def png() -> bytes:

@@ -1,7 +1,6 @@
 """Prompts sealed to their tenant's key: bound to tenant, request and field; opened only in memory; shreddable."""
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import pytest
@@ -14,10 +13,9 @@ from hallmark.tenants import Tenant, open_registry, tenant_keys
 from schemas import RequestSubmitted, producer_for
 from schemas.events import GenerationSpec, RequestSubmittedPayload
 from streams.base import MemoryLog, Source
-from streams.runner import Runner
 from streams.stages.prompt_gate import PromptGateStage
 from tests.stage_cases import FakeGate
-from tests.test_stage_contract import Capture
+from tests.test_stage_contract import run as run_stage
 
 PROMPT = "a quiet harbour at dusk, unique-marker-7c1f"
 
@@ -98,17 +96,7 @@ def _x25519_candidates(data: bytes):
 
 def run_gate(config, event, topic: str) -> list:
     stage = PromptGateStage(config, MemoryLog(), gate=FakeGate())
-    sink = Capture(stage.log)
-
-    async def go():
-        runner = Runner(stage, sink)
-        await runner.prepare()
-        await runner.process([Source(topic, 0, 0, event.key(), event.to_bytes())])
-
-    asyncio.run(go())
-    from schemas import parse_event
-
-    return [(t, parse_event(v)) for t, v in sink.sent]
+    return run_stage(stage, [Source(topic, 0, 0, event.key(), event.to_bytes())])
 
 
 def request(config, tenant: str, spec: GenerationSpec | None = None) -> RequestSubmitted:
