@@ -95,6 +95,14 @@ class TenantRegistry:
         self._mtime = self.path.stat().st_mtime
 
 
+def with_tenant_topics(topics, tenants_file: Path) -> list[str]:
+    """These topics and, where `requests` is one, every registered tenant's `requests.<tenant>`."""
+    topics = list(topics)
+    if REQUESTS in topics:
+        topics += sorted(t.topic for t in TenantRegistry.load(tenants_file).tenants.values())
+    return topics
+
+
 def tenant_keys(config) -> "TenantKeys":
     """The tenants' prompt keys, wrapped under the master key file (or `config.master_key`)."""
     from hallmark.tenant_keys import FileKeyWrap, TenantKeys

@@ -137,12 +137,9 @@ class Runner:
 def subscribed(stage: Stage) -> list[str]:
     """The topics a stage consumes: its sources and, where it reads `requests`, every registered tenant's
     `requests.<tenant>` (`hallmark tenants add` restarts those stages so they pick a new tenant up)."""
-    from hallmark.tenants import REQUESTS, TenantRegistry
+    from hallmark.tenants import with_tenant_topics
 
-    topics = list(stage.sources)
-    if REQUESTS in topics:
-        topics += sorted(t.topic for t in TenantRegistry.load(stage.settings.tenants_file).tenants.values())
-    return topics
+    return with_tenant_topics(stage.sources, stage.settings.tenants_file)
 
 
 def build_app(stage: Stage) -> tuple:

@@ -90,7 +90,8 @@ def log_in(page, base: str, name: str) -> None:
 
 
 def image_review_request(spine, category: str, prompt: str):
-    """A request whose image the output gate was unsure about: a real PNG in the blob store, a `review` verdict."""
+    """A request whose image the output gate was unsure about: a real PNG in the blob store, its `image.generated`
+    and a `review` verdict."""
     from PIL import Image, ImageDraw
 
     from provenance.store import BlobStore
@@ -109,14 +110,15 @@ def image_review_request(spine, category: str, prompt: str):
                                tenant_id="browser-tenant", producer=TEST_PRODUCER, payload=ImageGeneratedPayload(
                                    spec=spec, policy_version="1.0.0", model_id="shapes-ldm", images=images,
                                    generation_ms=1.0))
-    spine.produce_event(generated)  # as the generation stage records it: the publisher signs only what it made
-    return generated.follow(ImageVerdict, ImageVerdictPayload(spec=spec, model_id="shapes-ldm", images=images,
-                                                              verdict=verdict), TEST_PRODUCER)
+    return generated, generated.follow(ImageVerdict, ImageVerdictPayload(spec=spec, model_id="shapes-ldm",
+                                                                         images=images, verdict=verdict),
+                                       TEST_PRODUCER)
 
 
 def test_log_in_claim_next_reveal_and_approve_reaches_published(spine, console, page, tmp_path):
     category = f"nudity-{uuid.uuid4().hex[:6]}"  # its own queue, so "claim next" is this task
-    event = image_review_request(spine, category, "a red circle above a blue square")
+    generated, event = image_review_request(spine, category, "a red circle above a blue square")
+    off_loop(spine.produce_event, generated)  # as the generation stage records it: the publisher signs only that
     off_loop(spine.produce_event, event)
     task = off_loop(wait_task, spine, event.request_id, audited=True)
     log_in(page, console, "ann")

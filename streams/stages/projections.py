@@ -117,10 +117,11 @@ class ReviewQueueStage(ProjectionStage):
 async def rebuild(settings: HallmarkConfig, review_only: bool = False) -> int:
     """Drop the read models (all, or only the review ones) and replay their topics from offset 0. Events apply in
     causal (occurred_at, event id) order and decisions count in log order (`review.decisions`): the same rows."""
+    from hallmark.tenants import with_tenant_topics
     from streams.topiclog import read_to_end
 
     async def records(topics: tuple[str, ...]) -> list[Record]:
-        return [(t, r.partition, r.offset, r.value) for t in topics
+        return [(t, r.partition, r.offset, r.value) for t in with_tenant_topics(topics, settings.tenants_file)
                 async for r in read_to_end(settings.operator_client(), t)]
 
     jobs = [(ReviewQueueProjector(settings), await records(REVIEW_SOURCES))]
