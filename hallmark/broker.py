@@ -269,23 +269,36 @@ async def ensure_topics(client: KafkaClient | str, topics: dict[str, Topic]) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m hallmark.broker fetch|ensure-topics` — for setup scripts and containers."""
+    """`python -m hallmark.broker fetch|credentials|provision|ensure-topics` — for setup scripts and containers."""
     import argparse
 
     from hallmark.config import HallmarkConfig
 
     parser = argparse.ArgumentParser(prog="python -m hallmark.broker", description=main.__doc__)
-    parser.add_argument("action", choices=("fetch", "ensure-topics"))
+    parser.add_argument("action", choices=("fetch", "credentials", "provision", "ensure-topics"))
+    parser.add_argument("--copy-to", type=Path, help="credentials: one folder per service principal under this")
     args = parser.parse_args(argv)
     if args.action == "fetch":
         print(f"Kafka jars in {fetch_jars()}")
         return 0
     config = HallmarkConfig.from_env()
+    if args.action == "credentials":
+        from hallmark.compose import write_credentials
+
+        made = write_credentials(config, args.copy_to or config.kafka_credentials / "services")
+        print(f"credentials for {len(made)} principals")
+        return 0
     bootstrap, client = config.kafka_bootstrap, config.operator_client()
     deadline = time.monotonic() + 120
     while True:  # in compose the broker may still be starting
         try:
-            created = asyncio.run(ensure_topics(client, TOPICS))
+            if args.action == "provision":  # topics (tenants' too), SCRAM users and ACLs
+                from hallmark.stack import Stack
+
+                Stack(config).provision()
+                created = ["(provisioned)"]
+            else:
+                created = asyncio.run(ensure_topics(client, TOPICS))
             break
         except Exception as exc:  # connection refused / not ready yet
             if time.monotonic() > deadline:

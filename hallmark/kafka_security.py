@@ -39,16 +39,18 @@ def client_for(directory: Path, bootstrap: str, principal: str) -> KafkaClient:
     return KafkaClient(bootstrap, username, password)
 
 
-def sasl_properties(port: int, controller_port: int, directory: Path) -> list[str]:
-    """server.properties lines for SASL/SCRAM on the client listener, SASL/PLAIN to the controller, and ACLs."""
+def sasl_properties(port: int, controller_port: int, directory: Path, bind: str = "127.0.0.1",
+                    host: str = "127.0.0.1") -> list[str]:
+    """server.properties lines for SASL/SCRAM on the client listener, SASL/PLAIN to the controller, and ACLs
+    (listening on `bind`, reached by clients at `host`)."""
     _, admin_pw = credentials(directory, ADMIN)
     _, controller_pw = credentials(directory, CONTROLLER)
     plain = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
              f'username="{CONTROLLER}" password="{controller_pw}" user_{CONTROLLER}="{controller_pw}";')
     scram = f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN}" password="{admin_pw}";'
     return [
-        f"listeners=SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        f"advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{port}",
+        f"listeners=SASL_PLAINTEXT://{bind}:{port},CONTROLLER://{bind}:{controller_port}",
+        f"advertised.listeners=SASL_PLAINTEXT://{host}:{port}",
         "controller.listener.names=CONTROLLER", "inter.broker.listener.name=SASL_PLAINTEXT",
         "listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
         f"sasl.enabled.mechanisms={MECHANISM}", f"sasl.mechanism.inter.broker.protocol={MECHANISM}",
