@@ -64,7 +64,9 @@ class HallmarkConfig:
     prompt_sealing: bool = True  # prompts travel sealed; off only to measure its cost (bench/pipeline.py)
     kafka_credentials_dir: Path | None = None  # one 0600 JSON file per principal; None = home/kafka-credentials
     database_url: str = ""  # "" = SQLite under home
-    model_dir: str = ""  # "" = the embedded shapes model
+    model_dir: str = ""  # "" = the embedded shapes model; a model folder, or a folder of them (+ loras/)
+    generator_device: str = "auto"  # auto | cpu | cuda | cuda:N: one process owns one device
+    generator_compile: bool = False  # torch.compile the denoiser (CUDA)
     ports: Ports = field(default_factory=Ports)
     api_key: str = ""  # `hallmark submit`'s key; "" = the dev key in home/api-keys.json
     c2pa_key: Path | None = None  # production ES256 signing key (PEM); None = the local test CA
@@ -138,6 +140,8 @@ class HallmarkConfig:
             kafka_credentials_dir=path("HALLMARK_KAFKA_CREDENTIALS"),
             prompt_sealing=get("HALLMARK_PROMPT_SEALING", "1") not in ("0", "false", "no"),
             database_url=get("HALLMARK_DATABASE_URL", ""), model_dir=get("HALLMARK_MODEL_DIR", ""),
+            generator_device=get("HALLMARK_GENERATOR_DEVICE", base.generator_device),
+            generator_compile=get("HALLMARK_GENERATOR_COMPILE", "0") in ("1", "true", "yes"),
             ports=Ports(int(get("HALLMARK_API_PORT", base.ports.api)), int(get("HALLMARK_VERIFY_PORT",
                         base.ports.verify)), int(get("HALLMARK_REVIEW_PORT", base.ports.review))),
             api_key=get("HALLMARK_API_KEY", ""), c2pa_key=path("HALLMARK_C2PA_KEY"),
@@ -157,6 +161,8 @@ class HallmarkConfig:
                   "HALLMARK_KAFKA_CREDENTIALS": self.kafka_credentials_dir or "",
                   "HALLMARK_PROMPT_SEALING": int(self.prompt_sealing),
                   "HALLMARK_DATABASE_URL": self.database_url, "HALLMARK_MODEL_DIR": self.model_dir,
+                  "HALLMARK_GENERATOR_DEVICE": self.generator_device,
+                  "HALLMARK_GENERATOR_COMPILE": int(self.generator_compile),
                   "HALLMARK_API_PORT": self.ports.api, "HALLMARK_VERIFY_PORT": self.ports.verify,
                   "HALLMARK_REVIEW_PORT": self.ports.review, "HALLMARK_C2PA_KEY": self.c2pa_key or "",
                   "HALLMARK_C2PA_CERT_CHAIN": self.c2pa_cert_chain or "",

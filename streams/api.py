@@ -20,15 +20,19 @@ from hallmark.db import create_tables
 from hallmark.sealing import seal_spec
 from hallmark.tenants import open_registry, tenant_keys
 from hallmark.web import HttpError, error_response, invalid, read_body
+from provenance.images import ImageLimits
 from provenance.store import BlobStore
 from schemas import RequestSubmitted, new_event_id, producer_for
 from schemas.events import GenerationSpec, RequestSubmittedPayload
 from streams.apikeys import ApiKeys
 from streams.kafkaio import make_producer
 from streams.readmodels import AssetRow, RequestRow, open_readmodels
+from streams.uploads import UploadStore, register_uploads
 
 MAX_BODY = 1024 * 1024
-USER_FIELDS = {"prompt", "negative_prompt", "width", "height", "steps", "guidance", "seed", "n", "sampler", "model"}
+USER_FIELDS = {"prompt", "negative_prompt", "width", "height", "steps", "guidance", "seed", "n", "sampler", "model",
+               "init_image", "mask", "strength", "loras"}
+MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS = ImageLimits().max_bytes, ImageLimits().max_pixels  # one set of image caps
 # not `region`: a tenant's region and tier come from the tenant registry, so no caller can pick a laxer policy
 
 
@@ -74,6 +78,9 @@ def create_app(settings: HallmarkConfig) -> FastAPI:
         key = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
         return keys.tenant(key)
 
+    register_uploads(app, blobs, tenant_of, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS)  # POST /v1/uploads
+    uploads = UploadStore(blobs)
+
     @app.post("/v1/requests", status_code=202)
     async def submit(request: Request):
         tenant = tenant_of(request)
@@ -100,6 +107,10 @@ def create_app(settings: HallmarkConfig) -> FastAPI:
             spec = GenerationSpec.model_validate(data)
         except ValidationError as exc:
             raise invalid(exc.errors()) from None
+        for name in ("init_image", "mask"):
+            sha = getattr(spec, name)
+            if sha is not None and not uploads.path(tenant, sha).is_file():
+                return error(422, f"{name} is not one of your uploads (POST /v1/uploads first)")
         idem = request.headers.get("idempotency-key")
         if idem is not None and not 0 < len(idem) <= 200:
             return error(400, "Idempotency-Key must be 1–200 characters")

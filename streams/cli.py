@@ -19,6 +19,11 @@ def register(subparsers) -> None:
     submit.add_argument("--n", type=int)
     submit.add_argument("--width", type=int)
     submit.add_argument("--height", type=int)
+    submit.add_argument("--model", help="a model the generation stage serves (default: the embedded one)")
+    submit.add_argument("--init-image", help="img2img / inpainting input: uploaded first (POST /v1/uploads)")
+    submit.add_argument("--mask", help="inpainting mask (white = repaint), uploaded first; needs --init-image")
+    submit.add_argument("--strength", type=float, help="how far to move from the init image, 0–1")
+    submit.add_argument("--lora", action="append", default=[], metavar="NAME:SCALE", help="a LoRA adapter (repeat)")
     submit.add_argument("--wait", action="store_true", help="wait for the terminal outcome")
     submit.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits (default 600)")
     submit.add_argument("--api", help="API base URL (default http://127.0.0.1:$HALLMARK_API_PORT or :8080)")
@@ -60,6 +65,7 @@ def _submit(args: argparse.Namespace) -> int:
             body[name] = getattr(args, name)
     try:
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30.0) as http:
+            body |= _inputs(http, args)
             response = http.post("/v1/requests", json=body)
             if response.status_code != 202:
                 raise CommandError(f"{response.status_code}: {_reason(response)}")
@@ -82,6 +88,38 @@ def _submit(args: argparse.Namespace) -> int:
         result["reason"] = view["outcome"].get("reason")
     print(json.dumps(result))
     return 0 if view.get("status") in ("published", "accepted") else 1
+
+
+def _inputs(http, args: argparse.Namespace) -> dict:
+    """The spec's image inputs (uploaded first: events carry content addresses, never images), model and LoRAs."""
+    from pathlib import Path
+
+    from hallmark.cli import CommandError
+
+    out: dict = {}
+    for name, path in (("init_image", args.init_image), ("mask", args.mask)):
+        if path:
+            try:
+                data = Path(path).read_bytes()
+            except OSError as exc:
+                raise CommandError(f"cannot read {path}: {exc.strerror}") from None
+            response = http.post("/v1/uploads", files={"file": (Path(path).name, data)})
+            if response.status_code != 201:
+                raise CommandError(f"upload of {path}: {response.status_code}: {_reason(response)}")
+            out[name] = response.json()["sha256"]
+    loras = []
+    for spec in args.lora:
+        name, _, scale = spec.rpartition(":")
+        try:
+            loras.append({"name": name, "scale": float(scale)})
+        except ValueError:
+            raise CommandError(f"--lora {spec!r}: expected NAME:SCALE") from None
+    if loras:
+        out["loras"] = loras
+    for name in ("model", "strength"):
+        if getattr(args, name) is not None:
+            out[name] = getattr(args, name)
+    return out
 
 
 def _reason(response) -> str:

@@ -37,8 +37,7 @@ def engine_config(settings) -> EngineConfig:
         if (root / "loras").is_dir():
             adapters = {p.name: p for p in sorted((root / "loras").iterdir()) if p.is_dir()}
     return EngineConfig(models=models, default_model=EMBEDDED_MODEL, adapters=adapters,
-                        device=getattr(settings, "generator_device", "auto"),
-                        compile=getattr(settings, "generator_compile", False))
+                        device=settings.generator_device, compile=settings.generator_compile)
 
 
 def requests_for(spec: GenerationSpec, prompt: str, negative: str, init_image: bytes | None,
