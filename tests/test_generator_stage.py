@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import io
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from hallmark.config import HallmarkConfig
 from provenance.store import BlobStore
 from schemas import JobCreated, OutcomeStatus, Producer
 from schemas.events import GenerationSpec, JobCreatedPayload
@@ -29,7 +29,7 @@ def stage(tmp_path_factory) -> GenerationStage:
     models = root / "models"
     build_tiny_sd(models / "tiny")
     build_tiny_lora(models / "tiny", models / "loras" / "ink", seed=1)
-    settings = SimpleNamespace(blob_dir=root / "blobs", model_dir=str(models))
+    settings = HallmarkConfig(home=root, model_dir=str(models))  # blobs under root/blobs
     stage = GenerationStage(settings, MemoryLog())
     asyncio.run(stage.start())
     return stage
