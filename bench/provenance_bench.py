@@ -20,7 +20,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hallmark.config import Settings  # noqa: E402
+from hallmark.config import HallmarkConfig  # noqa: E402
 from provenance.images import decode, encode_png  # noqa: E402
 from provenance.publisher import ProvenanceConfig, Publisher  # noqa: E402
 from provenance.registry import AssetRegistry  # noqa: E402
@@ -52,7 +52,7 @@ def _crop(im: Image.Image, resize_back: bool) -> Image.Image:
 
 
 def timings(runs: int, home: Path) -> dict[str, list[float]]:
-    config = ProvenanceConfig.from_settings(Settings(home=home))
+    config = ProvenanceConfig.from_settings(HallmarkConfig.from_env(home=home))
     publisher, registry = Publisher(config), AssetRegistry(config.db_url)
     verifier = Verifier(config, registry)
     out: dict[str, list[float]] = {"mark": [], "verify (signed PNG)": [], "verify (stripped PNG)": [],

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import provenance_images as imgs  # noqa: E402
 
-from hallmark.config import Settings  # noqa: E402
+from hallmark.config import HallmarkConfig  # noqa: E402
 from provenance import watermark  # noqa: E402
 from provenance.fingerprint import hex_to_bytes, pdq_dihedral  # noqa: E402
 from provenance.images import decode, encode_png  # noqa: E402
@@ -51,7 +51,7 @@ class Bench:
     """A registry of marked images and a verifier over it."""
 
     def __init__(self, home: Path, filler: int):
-        self.config = ProvenanceConfig.from_settings(Settings(home=home))
+        self.config = ProvenanceConfig.from_settings(HallmarkConfig.from_env(home=home))
         self.publisher, self.registry = Publisher(self.config), AssetRegistry(self.config.db_url)
         add_filler(self.registry, filler)
         self.verifier = Verifier(self.config, self.registry)

@@ -176,9 +176,6 @@ class HallmarkConfig:
         return {name: str(value) for name, value in values.items()}
 
 
-Settings = HallmarkConfig.from_env  # transitional name for modules not yet moved to HallmarkConfig
-
-
 def process_env(config: HallmarkConfig) -> dict[str, str]:
     """The environment of a child process: this one's, with the config and unbuffered output."""
     return {**os.environ, **config.to_env(), "PYTHONUNBUFFERED": "1"}

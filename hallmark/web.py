@@ -9,6 +9,11 @@ from fastapi.responses import JSONResponse
 from hallmark.errors import HttpError
 
 
+def error(status: int, reason: str, headers: dict[str, str] | None = None, **extra) -> JSONResponse:
+    """The error body for a refusal answered directly rather than raised."""
+    return error_response(HttpError(status, reason, headers, **extra))
+
+
 def error_response(exc: HttpError) -> JSONResponse:
     """The one error body of every Hallmark API: `{"reason": "...", ...}`."""
     return JSONResponse({"reason": exc.reason, **exc.extra}, status_code=exc.status, headers=exc.headers)

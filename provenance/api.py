@@ -10,13 +10,13 @@ import time
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from hallmark.errors import HttpError
-from hallmark.web import error_response, read_body
+from hallmark.web import error, error_response, read_body
 from provenance.images import ImageError
 from provenance.publisher import ProvenanceConfig
 from provenance.softbinding import SoftBindingService, max_results
@@ -65,10 +65,6 @@ def client_key(host: str | None) -> str:
     return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
 
 
-def _error(status: int, reason: str, headers: dict | None = None) -> JSONResponse:
-    return error_response(HttpError(status, reason, headers))
-
-
 async def _image_bytes(request: Request, max_bytes: int) -> bytes:
     """The uploaded image: a raw image/* body, or the `file` field of a multipart form."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -109,7 +105,7 @@ def create_app(config: ProvenanceConfig, verifier: Verifier | None = None, clock
         """Rate limit, then a concurrency slot, and only then read the body (if any) and do the work."""
         wait = limiter.take(client_key(request.client.host if request.client else None))
         if wait > 0:
-            return _error(429, "rate limit exceeded", {"Retry-After": str(max(1, math.ceil(wait)))})
+            return error(429, "rate limit exceeded", {"Retry-After": str(max(1, math.ceil(wait)))})
         try:
             length = request.headers.get("content-length")  # a header only: refuse at once what cannot fit
             if upload and length and length.isdigit() and int(length) > config.max_upload_bytes + _FORM_OVERHEAD:
@@ -139,9 +135,9 @@ def create_app(config: ProvenanceConfig, verifier: Verifier | None = None, clock
             body = await read_body(request, 64 * 1024)
             query = json.loads(body or b"null")
         except (ValueError, HttpError):
-            return _error(400, "send a JSON object {\"alg\": …, \"value\": …} of at most 64 KiB")
+            return error(400, "send a JSON object {\"alg\": …, \"value\": …} of at most 64 KiB")
         if not isinstance(query, dict):
-            return _error(400, "send a JSON object {\"alg\": …, \"value\": …}")
+            return error(400, "send a JSON object {\"alg\": …, \"value\": …}")
         return await guarded(request, lambda _: service.by_binding(
             query.get("alg"), query.get("value"), max_results(maxResults)), False)
 

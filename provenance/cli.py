@@ -31,17 +31,16 @@ def register(subparsers) -> None:
     verify.set_defaults(func=_verify)
 
 
-def _config():
-    from hallmark.config import Settings
+def _config(args: argparse.Namespace):
     from provenance.publisher import ProvenanceConfig
 
-    return ProvenanceConfig.from_settings(Settings())
+    return ProvenanceConfig.from_settings(args.config)
 
 
 def _init_keys(args: argparse.Namespace) -> int:
     from provenance.keys import generate_test_ca
 
-    paths = generate_test_ca(_config().keys_dir, overwrite=args.force)
+    paths = generate_test_ca(_config(args).keys_dir, overwrite=args.force)
     print(f"signing key  {paths.private_key}\ncert chain   {paths.cert_chain}\ntrust anchor {paths.trust_anchors}")
     return 0
 
@@ -72,7 +71,7 @@ def _mark(args: argparse.Namespace) -> int:
         raise CommandError(f"output must end in .png, .jpg or .jpeg, not {suffix or 'nothing'}")
     data = _read(args.input)
     asset_id = args.asset_id or f"ext-{hashlib.sha256(data).hexdigest()[:32]}"
-    config = _config()
+    config = _config(args)
     try:
         asset = Publisher(config).publish(data, asset_id, args.model_id, args.policy_version, output_format=fmt)
     except ImageError as exc:
@@ -96,7 +95,7 @@ def _verify(args: argparse.Namespace) -> int:
     from provenance.verify import Verifier
 
     try:
-        result = Verifier(_config()).verify(_read(args.file))
+        result = Verifier(_config(args)).verify(_read(args.file))
     except ImageError as exc:
         raise CommandError(f"{args.file}: {exc.reason}") from None
     print(json.dumps(result, indent=2))
@@ -112,5 +111,5 @@ def _serve(args: argparse.Namespace) -> int:
     # One query is 8 hashes: FAISS's OpenMP threads only add wake-up latency (bench/provenance_lookup.py measured a
     # 1M lookup at p99 of tens of ms with one thread, several times that with two on a busy 2-core host).
     faiss.omp_set_num_threads(1)
-    uvicorn.run(create_app(_config()), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(create_app(_config(args)), host=args.host, port=args.port, log_level="info")
     return 0

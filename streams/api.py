@@ -7,7 +7,6 @@ import hashlib
 import json
 import random
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
@@ -19,7 +18,7 @@ from hallmark.config import HallmarkConfig
 from hallmark.db import create_tables
 from hallmark.sealing import seal_spec
 from hallmark.tenants import open_registry, tenant_keys
-from hallmark.web import HttpError, error_response, invalid, read_body
+from hallmark.web import HttpError, error, error_response, invalid, read_body
 from provenance.images import ImageLimits
 from provenance.store import BlobStore
 from schemas import RequestSubmitted, new_event_id, producer_for
@@ -46,10 +45,6 @@ class AcceptedRequest(SQLModel, table=True):
     idempotency_key: str | None = Field(default=None, index=True)
     body_sha256: str
     created_at: dt.datetime
-
-
-def error(status: int, reason: str, **extra: Any) -> JSONResponse:
-    return error_response(HttpError(status, reason, **extra))
 
 
 def create_app(settings: HallmarkConfig) -> FastAPI:

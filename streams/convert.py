@@ -13,6 +13,14 @@ def gate_result(verdict: Verdict) -> GateResult:
                       policy_id=verdict.policy_id, policy_version=verdict.policy_version)
 
 
+def image_gate_config(settings):
+    """The image gate of the stages: the shipped pack's checks plus the operator's hash banks (`var/banks`)."""
+    from safety.gates import ImageGateConfig
+    from safety.image_gate import ImageChecksConfig
+
+    return ImageGateConfig(checks=ImageChecksConfig(banks=str(settings.banks_dir)))
+
+
 def fail_closed(reason: str, policy_id: str = "unknown", policy_version: str = "unknown") -> GateResult:
     """What a gate that errored or timed out yields: review, never allow."""
     return GateResult(decision=Decision.REVIEW, stage="error", reasons=[reason[:300]], policy_id=policy_id,

@@ -13,10 +13,8 @@ from pathlib import Path
 from typing import Callable
 
 from fastapi import FastAPI, Request, UploadFile
-from fastapi.responses import JSONResponse
 
-from hallmark.errors import HttpError
-from hallmark.web import error_response
+from hallmark.web import error, error_response
 from provenance.images import ImageError, ImageLimits, decode, encode_png
 from provenance.store import BlobStore
 
@@ -60,9 +58,6 @@ def register_uploads(app: FastAPI, blobs: BlobStore, tenant_of: Callable[[Reques
                      max_pixels: int) -> None:
     """Add `POST /v1/uploads` (multipart field `file`: PNG, JPEG or WebP) → 201 {"sha256", "width", "height"}."""
     store, limits = UploadStore(blobs), ImageLimits(max_bytes=max_bytes, max_pixels=max_pixels)
-
-    def error(status: int, reason: str) -> JSONResponse:
-        return error_response(HttpError(status, reason))
 
     @app.post("/v1/uploads", status_code=201)
     async def upload(request: Request, file: UploadFile | None = None):

@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from PIL import Image, ImageEnhance
 
-from hallmark.config import Settings
+from hallmark.config import HallmarkConfig
 from provenance import watermark
 from provenance.c2pa_manifest import (
     GENERATION_LABEL,
@@ -56,7 +56,7 @@ def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def config(tmp_path_factory) -> ProvenanceConfig:
     home = tmp_path_factory.mktemp("home")
-    return ProvenanceConfig.from_settings(Settings(home=home))
+    return ProvenanceConfig.from_settings(HallmarkConfig.from_env(home=home))
 
 
 @pytest.fixture(scope="module")
@@ -356,7 +356,7 @@ class RootSettings:
 
 
 def test_config_from_settings_and_production_keys(tmp_path, monkeypatch):
-    settings = Settings(home=tmp_path)
+    settings = HallmarkConfig.from_env(home=tmp_path)
     monkeypatch.setenv("HALLMARK_C2PA_KEY", str(tmp_path / "ignored.pem"))  # the environment is not read
     cfg = ProvenanceConfig.from_settings(settings)
     assert cfg.blob_dir == settings.blob_dir and cfg.db_url == settings.db_url and cfg.signing_key is None

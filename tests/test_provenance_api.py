@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from hallmark.config import Settings
+from hallmark.config import HallmarkConfig
 from provenance.api import create_app
 from provenance.images import encode_png
 from provenance.publisher import ProvenanceConfig, Publisher
@@ -54,7 +54,7 @@ class Clock:
 def env(tmp_path_factory):
     """A published photo and a published shapes render, registered as the `assets` projection would."""
     home = tmp_path_factory.mktemp("home")
-    config = ProvenanceConfig.from_settings(Settings(home=home))
+    config = ProvenanceConfig.from_settings(HallmarkConfig.from_env(home=home))
     publisher, registry = Publisher(config), AssetRegistry(config.db_url)
     assets = {}
     for asset_id, rgb in (("photo-1", photo("astronaut")), ("shapes-1", shapes(11))):

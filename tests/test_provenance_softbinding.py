@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from hallmark.config import Settings
+from hallmark.config import HallmarkConfig
 from provenance import watermark
 from provenance.api import create_app
 from provenance.c2pa_manifest import GENERATION_LABEL
@@ -39,7 +39,7 @@ def strip(data: bytes, fmt: str = "PNG", **kw) -> bytes:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    config = ProvenanceConfig.from_settings(Settings(home=tmp_path_factory.mktemp("home")))
+    config = ProvenanceConfig.from_settings(HallmarkConfig.from_env(home=tmp_path_factory.mktemp("home")))
     publisher, registry = Publisher(config), AssetRegistry(config.db_url)
     assets = {}
     for asset_id, name in (("sb-astronaut", "astronaut"), ("sb-rocket", "rocket")):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hallmark.config import Settings
+from hallmark.config import HallmarkConfig
 from provenance import watermark
 from provenance.fingerprint import min_distance, pdq, pdq_dihedral
 from provenance.images import decode, encode_png
@@ -64,7 +64,7 @@ def public_decoder_bits(data: bytes) -> bytes:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Published photos, shapes renders and a sinusoid texture, registered as the `assets` projection would."""
-    config = ProvenanceConfig.from_settings(Settings(home=tmp_path_factory.mktemp("home")))
+    config = ProvenanceConfig.from_settings(HallmarkConfig.from_env(home=tmp_path_factory.mktemp("home")))
     publisher, registry = Publisher(config), AssetRegistry(config.db_url)
     published = {}
     images = {"astronaut": photo("astronaut"), "rocket": photo("rocket"), "shapes-3": shapes(3),

@@ -70,15 +70,13 @@ class GenerationStage(Stage):
     def texts(self, event: Event) -> tuple[str, str]:
         """The job's prompt and negative prompt; sealed ones are opened here, in memory, with the tenant's key."""
         spec = event.payload.spec
-        if isinstance(spec.prompt, str) and isinstance(spec.negative_prompt, str):
-            return spec.prompt, spec.negative_prompt
         from hallmark.sealing import open_spec, reason_code
         from hallmark.tenants import tenant_keys
 
         if self.keys is None:
             self.keys = tenant_keys(self.settings)
         try:
-            return open_spec(spec, self.keys, event.tenant_id, event.request_id)
+            return open_spec(spec, self.keys, event.tenant_id, event.request_id, allow_clear=True)
         except Exception as exc:  # by reason code only: never the text
             raise RequestError(reason_code(exc), "the job's prompt cannot be opened") from None
 

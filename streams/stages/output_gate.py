@@ -10,7 +10,7 @@ from provenance.store import BlobStore
 from schemas import Event, ImageVerdict
 from schemas.events import ImageVerdictPayload
 from streams.base import Source, Stage, in_thread, warm_up
-from streams.convert import fail_closed, gate_result, worst
+from streams.convert import fail_closed, gate_result, image_gate_config, worst
 
 GATE_TIMEOUT_S = 60.0
 
@@ -22,12 +22,10 @@ class OutputGateStage(Stage):
     batch_size = 8
 
     async def start(self) -> None:
-        from safety.gates import ImageGateConfig, load_image_gate
-        from safety.image_gate import ImageChecksConfig
+        from safety.gates import load_image_gate
 
         self.blobs = BlobStore(self.settings.blob_dir)
-        config = ImageGateConfig(checks=ImageChecksConfig(banks=str(self.settings.banks_dir)))
-        self.gate = self.deps.get("gate") or await in_thread(load_image_gate, None, config)
+        self.gate = self.deps.get("gate") or await in_thread(load_image_gate, None, image_gate_config(self.settings))
         await warm_up(self.name, self.gate, [Image.new("RGB", (256, 256), "white")])
 
     def _load(self, sha256: str) -> Image.Image:

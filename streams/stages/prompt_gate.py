@@ -10,12 +10,11 @@ from PIL import Image
 from hallmark.sealing import open_spec, reason_code
 from hallmark.tenants import open_registry, tenant_keys
 from provenance.store import BlobStore
-from safety.gates import ImageGateConfig, load_image_gate
-from safety.image_gate import ImageChecksConfig
+from safety.gates import load_image_gate
 from schemas import Event, OutcomeStatus, PromptVerdict
 from schemas.events import GateResult, GenerationSpec, PromptVerdictPayload
 from streams.base import Source, Stage, dead_letter, in_thread, outcome, warm_up
-from streams.convert import fail_closed, gate_result, worst
+from streams.convert import fail_closed, gate_result, image_gate_config, worst
 from streams.uploads import UploadStore
 
 GATE_TIMEOUT_S = 20.0
@@ -90,8 +89,7 @@ class PromptGateStage(Stage):
         images = [Image.open(io.BytesIO(self.uploads.get(event.tenant_id, sha))).convert("RGB") for sha in shas]
         try:
             if self.image_gate is None:
-                self.image_gate = await in_thread(load_image_gate, None, ImageGateConfig(
-                    checks=ImageChecksConfig(banks=str(self.settings.banks_dir))))
+                self.image_gate = await in_thread(load_image_gate, None, image_gate_config(self.settings))
             return worst([gate_result(v) for v in await in_thread(self.image_gate.screen, images, region,
                                                                   timeout=INPUT_GATE_TIMEOUT_S)])
         except Exception as exc:  # fail closed
