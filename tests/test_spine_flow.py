@@ -59,6 +59,7 @@ def test_published_image_verifies_on_all_three_signals(spine):
     import time
 
     from provenance.publisher import ProvenanceConfig
+    from provenance.registry import AssetRegistry
     from provenance.store import BlobStore
     from provenance.verify import Verifier
 
@@ -66,13 +67,16 @@ def test_published_image_verifies_on_all_three_signals(spine):
     spine.produce_event(event)
     outcome = spine.outcome(event.request_id)
     assert_published_png(spine, outcome)
-    data = BlobStore(spine.settings.blob_dir).get(outcome.payload.images[0].sha256)
-    deadline = time.monotonic() + 60
-    while True:  # the registry row comes from the projection of the `assets` event
-        answer = Verifier(ProvenanceConfig.from_settings(spine.settings)).verify(data)
-        if answer["method"] == "sha256" or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+    sha256 = outcome.payload.images[0].sha256
+    data = BlobStore(spine.settings.blob_dir).get(sha256)
+    # The registry row comes from the projection of the `assets` event. Wait for it before verifying: a verifier
+    # that loads its watermark index just before the row lands would answer by sha256 yet miss the watermark.
+    registry = AssetRegistry(spine.settings.db_url)
+    deadline = time.monotonic() + 120
+    while registry.by_sha256(sha256) is None:
+        assert time.monotonic() < deadline, "the projections stage never registered the published asset"
+        time.sleep(0.5)
+    answer = Verifier(ProvenanceConfig.from_settings(spine.settings)).verify(data)
     evidence = answer["evidence"]
     assert evidence["c2pa"]["present"] and evidence["c2pa"]["valid"], evidence["c2pa"]
     assert evidence["watermark"]["detected"], evidence["watermark"]
