@@ -51,6 +51,9 @@ class Stage:
     reads: ClassVar[tuple[str, ...]] = ()  # topics it looks things up in through its `log` (besides `outcomes`)
     batch_size: ClassVar[int] = 1
     batch_within_s: ClassVar[float] = 0.05
+    # Batches handled at once (Faust actors on one queue). Above 1, `handle_batch` must be safe to run concurrently;
+    # offsets still commit only up to the oldest unfinished batch, so a crash replays, never skips.
+    concurrency: ClassVar[int] = 1
     in_flow: ClassVar[bool] = True  # a stage error ends the request `failed`; observers only dead-letter
     raw: ClassVar[bool] = False  # observers see every message as it is, poison included (`handle_raw`)
 

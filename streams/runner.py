@@ -1,6 +1,7 @@
 """Feeding a stage and sending what it returns: at-least-once, outputs acknowledged before the input is."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Awaitable, Protocol
@@ -46,20 +47,27 @@ class Runner:
     def __init__(self, stage: Stage, sink: Sink):
         self.stage, self.sink = stage, sink
         self.outcomes = stage.outcomes
-        self._started = False
+        self._started = self._running = False
+        self._starting: asyncio.Lock | None = None
 
     async def prepare(self) -> None:
-        """Load models and indexes before the consumer joins its group (so no heartbeat waits on a model load)."""
-        if not self._started:
-            if self.stage.in_flow:
-                await self.outcomes.load(self.stage.log)
-            await self.stage.start()
-            self._started = True
+        """Load models and indexes before the consumer joins its group (so no heartbeat waits on a model load).
+        Once per process: with `concurrency` > 1 every actor calls it, and the first does the work."""
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if not self._started:
+                if self.stage.in_flow:
+                    await self.outcomes.load(self.stage.log)
+                await self.stage.start()
+                self._started = True
 
     async def agent(self, stream) -> None:
         try:
             await self.prepare()
-            await self.stage.running()
+            if not self._running:  # once, in the feeding loop (with `concurrency` > 1 every actor gets here)
+                self._running = True
+                await self.stage.running()
             ready = self.stage.settings.home / "run" / f"{self.stage.name}.ready"
             ready.parent.mkdir(parents=True, exist_ok=True)
             ready.write_text("ready\n")  # `hallmark up` and the tests wait for this
@@ -161,7 +169,7 @@ def build_app(stage: Stage) -> tuple:
     )
     runner = Runner(stage, ProducerSink(stage.settings.kafka_client()))
     source = app.topic(*subscribed(stage), key_serializer="raw", value_serializer="raw")
-    app.agent(source, name=f"hallmark-{stage.name}")(runner.agent)
+    app.agent(source, name=f"hallmark-{stage.name}", concurrency=stage.concurrency)(runner.agent)
     return app, runner
 
 

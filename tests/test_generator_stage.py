@@ -74,3 +74,27 @@ def test_a_batch_of_jobs_each_gets_its_own_outcome(stage):
     assert [r.split(":")[0] for r in reasons] == ["init_image_missing", "init_image_missing", "unknown_model",
                                                   "unknown_adapter", "init_image_wrong_size", "bad_size"]
     assert not any("quokka" in r for r in reasons)
+
+
+def test_a_job_from_a_later_batch_joins_the_running_batch_and_matches_running_alone(stage):
+    """Continuous batching through the stage: a short job handed in while a long one is generating finishes first
+    (it did not wait for the running batch), and its image equals the same job run on its own."""
+    def pixels(event) -> np.ndarray:
+        data = BlobStore(stage.blobs.root).get(event.payload.images[0].sha256)
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), np.int16)
+
+    long, short = job(steps=60, seed=21), job(steps=3, seed=22, guidance=4.0)
+    alone = asyncio.run(stage.handle_batch([(short, None)]))[0][0]
+
+    async def overlapped():
+        first = asyncio.create_task(stage.handle_batch([(long, None)]))
+        while not any(s.step > 0 for s in list(stage.engine.scheduler.running)):  # the long job is mid-run
+            await asyncio.sleep(0.002)
+        second = asyncio.create_task(stage.handle_batch([(short, None)]))
+        done, _ = await asyncio.wait({first, second}, return_when=asyncio.FIRST_COMPLETED)
+        assert done == {second}, "the later job waited for the running batch to finish"
+        return (await first)[0][0], (await second)[0][0]
+
+    long_out, short_out = asyncio.run(overlapped())
+    assert long_out.event_type == short_out.event_type == "image.generated"
+    assert np.abs(pixels(short_out) - pixels(alone)).max() <= 1

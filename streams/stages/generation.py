@@ -1,12 +1,14 @@
 """The generation consumer: runs `jobs` through the step-level-batching engine, stores PNGs → `images`.
 
-Each job asks for n images (seeds seed, seed+1, …). Every request of a Kafka batch joins one engine run, so jobs
-with different step counts, samplers, sizes, adapters and inputs share denoiser steps. A request the engine cannot
-serve fails its own job with a reason code (`unknown_model`, `init_image_missing`, …); the rest go on.
+Each job asks for n images (seeds seed, seed+1, …). One engine, stepped by its own thread (ServingLoop), serves
+every batch in the stage: up to `concurrency` Kafka batches are in at once, so a job that arrives while others are
+generating joins the running batch at the next step boundary, and jobs with different step counts, samplers, sizes,
+adapters and inputs share denoiser steps. A request the engine cannot serve fails its own job with a reason code
+(`unknown_model`, `init_image_missing`, …); the rest go on.
 """
 from __future__ import annotations
 
-import time
+import asyncio
 from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
@@ -14,6 +16,7 @@ from typing import Sequence
 from generator.api import GeneratedImage, GenerationRequest, Lora, RequestError
 from generator.runtime import Engine, EngineConfig
 from generator.runtime.loading import DEFAULT_MODEL_DIR
+from generator.runtime.serving import ServingLoop
 from provenance.store import BlobStore
 from schemas import Event, ImageGenerated, OutcomeStatus
 from schemas.events import GenerationSpec, ImageGeneratedPayload, ImageRef
@@ -56,11 +59,13 @@ class GenerationStage(Stage):
     writes = ("images",)
     batch_size = 16
     batch_within_s = 0.3
+    concurrency = 4  # Kafka batches in the engine at once (offsets commit up to the oldest unfinished one)
 
     async def start(self) -> None:
         self.blobs = BlobStore(self.settings.blob_dir)
         self.uploads = UploadStore(self.blobs)
         self.engine = self.deps.get("engine") or Engine(engine_config(self.settings))
+        self.serving = ServingLoop(self.engine)
         self.keys = self.deps.get("keys")  # tenant keys for sealed prompts, loaded on first use
         try:  # load the default model before the first message; a failure shows up per request instead
             await in_thread(self.engine.model, None)
@@ -91,16 +96,6 @@ class GenerationStage(Stage):
                 raise RequestError(f"{what}_missing", f"{what} {sha} is not among this tenant's uploads") from None
         return out[0], out[1]
 
-    def _run(self, reqs: list[tuple[int, GenerationRequest]]) -> dict[int, list]:
-        """All requests through one engine run (in a worker thread): job index → [(request, result, ms)]."""
-        ids = {self.engine.add_request(req): (i, req) for i, req in reqs}
-        out, start = defaultdict(list), time.perf_counter()
-        while self.engine.has_unfinished():
-            for request_id, result in self.engine.step():
-                i, req = ids[request_id]
-                out[i].append((req, result, (time.perf_counter() - start) * 1000))
-        return out
-
     async def handle_batch(self, items: Sequence[tuple[Event, Source]]) -> list[list[Event]]:
         failures: dict[int, str] = {}
         reqs: list[tuple[int, GenerationRequest]] = []
@@ -109,9 +104,13 @@ class GenerationStage(Stage):
                 reqs += [(i, r) for r in requests_for(event.payload.spec, *self.texts(event), *self.inputs(event))]
             except RequestError as exc:
                 failures[i] = exc.reason()
-        limit = TIMEOUT_BASE_S + TIMEOUT_PER_IMAGE_STEP_S * sum(r.steps for _, r in reqs)
+        # Generous: a shared CPU can be slow, and other batches in the engine share its steps; a hang still ends.
+        limit = TIMEOUT_BASE_S + TIMEOUT_PER_IMAGE_STEP_S * self.concurrency * sum(r.steps for _, r in reqs)
+        results: dict[int, list] = defaultdict(list)
         try:
-            results = await in_thread(self._run, reqs, timeout=limit) if reqs else {}
+            finished = await asyncio.wait_for(self.serving.generate([r for _, r in reqs]), limit) if reqs else []
+            for (i, req), done in zip(reqs, finished):
+                results[i].append((req, done.result, done.ms))
         except Exception as exc:  # by class only: a message could quote a prompt
             results, failures = {}, failures | {i: f"generation_error: {exc.__class__.__name__}" for i, _ in reqs}
         return [[self._outcome(event, results.get(i, []), failures.get(i))] for i, (event, _) in enumerate(items)]
