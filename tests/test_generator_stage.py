@@ -1,4 +1,4 @@
-"""The generation stage: one engine run per Kafka batch; a bad job fails alone with a reason code."""
+"""The generation stage: every batch joins one running engine; a bad job fails alone with a reason code."""
 from __future__ import annotations
 
 import asyncio
