@@ -62,10 +62,12 @@ def second_opinion(rp: RegionPolicy, cluster: Cluster, score: float, lex: Lexica
     return None
 
 
-def embedding_verdict(rp: RegionPolicy, sims: np.ndarray, lex: LexicalAnalysis | None = None) -> Verdict:
+def embedding_verdict(rp: RegionPolicy, sims: np.ndarray, lex: LexicalAnalysis | None = None,
+                      adjusted: np.ndarray | None = None) -> Verdict:
     """Per-cluster bands on contrasted similarity: below review -> allow, review band -> review, >= block -> block
-    if a second opinion agrees (else review); the most severe cluster decides."""
-    adj = contrast(rp.clusters, sims)
+    if a second opinion agrees (else review); the most severe cluster decides. `adjusted`: `contrast` of sims, when
+    the caller has it for a whole batch."""
+    adj = contrast(rp.clusters, sims) if adjusted is None else adjusted
     best: tuple[int, float, Cluster, float] | None = None
     for c, s, raw in zip(rp.clusters, adj.tolist(), sims.tolist()):
         if c.category == BENIGN_ANCHOR:
@@ -138,8 +140,9 @@ class LayeredPromptGate:
             else:
                 pending.append((i, text, analysis, lex))
         sims = self._clusters.similarities([t for _, t, _, _ in pending]) if pending and self._clusters else None
+        adjusted = contrast(rp.clusters, sims) if sims is not None else None
         for k, (i, _, analysis, lex) in enumerate(pending):
-            emb = embedding_verdict(rp, sims[k], analysis) if sims is not None else None
+            emb = embedding_verdict(rp, sims[k], analysis, adjusted[k]) if sims is not None else None
             if emb is None or (lex is not None and SEVERITY[lex.decision] >= SEVERITY[emb.decision]):
                 emb = lex or Verdict(Decision.ALLOW, "lexical", rp.pack_id, rp.version)
             verdicts[i] = _with_language(emb, analysis)
