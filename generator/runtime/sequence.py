@@ -1,7 +1,8 @@
-"""One request's denoising state (vLLM's Sequence): its own scheduler, generator, latents and conditioning.
+"""One request's denoising state (vLLM's Sequence): its own sampler plan, generator, latents and conditioning.
 
 `prepare` follows diffusers' pipelines call for call (timesteps, VAE posterior sample, noise, in that order on the
-request's own generator) so a request's image equals the pipeline's for the same seed.
+request's own generator) so a request's image equals the pipeline's for the same seed; the request's diffusers
+scheduler sets its schedule, which becomes the Plan the batched sampler steps read (generator/runtime/samplers.py).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from PIL import Image
 from generator.api import GenerationRequest, RequestError
 from generator.runtime.inputs import image_tensor, mask_tensor
 from generator.runtime.loading import ModelFolder
-from generator.runtime.samplers import make_scheduler
+from generator.runtime.samplers import Plan, make_scheduler, plan
 from generator.runtime.text import Conditioning
 
 
@@ -22,12 +23,12 @@ class Sequence:
     request_id: int
     request: GenerationRequest
     model_name: str
-    scheduler: object  # a diffusers scheduler owned by this request alone
-    timesteps: torch.Tensor  # (S,) what is left to run
+    plan: Plan  # the S steps to run: timesteps and sampler coefficients
     latents: torch.Tensor  # (1, 4, h, w)
     cond: Conditioning
     guidance: float
     step: int = 0
+    denoised: torch.Tensor | None = None  # (1, 4, h, w) the previous step's x0 prediction (multistep samplers)
     noise: torch.Tensor | None = None  # (1, 4, h, w) inpainting by latent blending: re-noises the kept region
     image_latents: torch.Tensor | None = None  # (1, 4, h, w) the init image, encoded
     mask: torch.Tensor | None = None  # (1, 1, h, w) 1 = repaint
@@ -35,7 +36,7 @@ class Sequence:
 
     @property
     def done(self) -> bool:
-        return self.step >= len(self.timesteps)
+        return self.step >= len(self.plan)
 
     def key(self) -> tuple:
         """Sequences with equal keys share one denoiser call: same model, same adapters, same latent size."""
@@ -63,7 +64,7 @@ def prepare(request_id: int, request: GenerationRequest, model_name: str, model:
     guidance = max(request.guidance, 1.0)
     if init is None:  # txt2img: StableDiffusion(XL)Pipeline.prepare_latents
         noise = torch.randn(shape, generator=generator, dtype=model.dtype).to(model.device)
-        return Sequence(request_id, request, model_name, scheduler, scheduler.timesteps,
+        return Sequence(request_id, request, model_name, plan(request.sampler, scheduler, 0, model.device),
                         noise * scheduler.init_noise_sigma, cond, guidance)
     strength = request.strength if request.strength is not None else (0.8 if mask is None else 1.0)
     first = request.steps - min(int(request.steps * strength), request.steps)  # the pipelines' get_timesteps
@@ -82,7 +83,8 @@ def prepare(request_id: int, request: GenerationRequest, model_name: str, model:
         latents = noise * scheduler.init_noise_sigma
     else:
         latents = scheduler.add_noise(image_latents, noise, timesteps[:1])
-    seq = Sequence(request_id, request, model_name, scheduler, timesteps, latents, cond, guidance)
+    seq = Sequence(request_id, request, model_name, plan(request.sampler, scheduler, first * scheduler.order,
+                                                         model.device), latents, cond, guidance)
     if mask is None:
         return seq
     condition = mask_tensor(mask, draw_w, draw_h)  # (1, 1, H, W)

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from generator.runtime.loading import ModelFolder
+from generator.runtime.samplers import MULTISTEP, STEPS, renoise
 from generator.runtime.sequence import Sequence
 
 # Batch invariance: CPU BLAS takes a small-matrix path, with other rounding, for GEMMs of under 4 rows (the
@@ -19,37 +20,55 @@ def _minimum(model: ModelFolder, rows: int) -> int:
     return rows if model.device.type == "cpu" else 1
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def denoise_step(model: ModelFolder, seqs: list[Sequence]) -> None:
-    """Advance every sequence by one step of its own scheduler; all share one UNet call of 2·B rows."""
+    """Advance every sequence by one step of its own sampler plan; all share one UNet call of 2·B rows."""
     unet, b, pad = model.components["unet"], len(seqs), _minimum(model, MIN_DENOISER_ROWS)
-    ts = [s.timesteps[s.step] for s in seqs]
-    scaled = [s.scheduler.scale_model_input(s.latents, t) for s, t in zip(seqs, ts)]  # B × (1, 4, h, w)
+    c = torch.stack([s.plan.table[s.step] for s in seqs])  # (B, 10): each row's step coefficients
+    latents = torch.cat([s.latents for s in seqs])  # (B, 4, h, w)
+    x = (latents / c[:, 1].view(-1, 1, 1, 1)).to(latents.dtype)  # the sampler's input scaling (Euler: σ² + 1)
     if seqs[0].masked_image_latents is not None:  # inpainting UNet: + mask + masked image latents (9 channels)
-        scaled = [torch.cat([x, s.mask, s.masked_image_latents], dim=1) for x, s in zip(scaled, seqs)]
-    x = torch.cat(scaled * 2)  # (2B, C, h, w): unconditional rows, then conditional rows
-    t = torch.stack([t.float() for t in ts] * 2).to(model.device)  # (2B,)
+        x = torch.cat([x, torch.cat([s.mask for s in seqs]), torch.cat([s.masked_image_latents for s in seqs])], 1)
+    t = c[:, 0].repeat(2)  # (2B,)
     embeds = torch.cat([s.cond.embeds[0:1] for s in seqs] + [s.cond.embeds[1:2] for s in seqs])  # (2B, T, D)
     added = None
     if model.xl:
         added = {k: _pad_rows(torch.cat([getattr(s.cond, a)[i:i + 1] for i in (0, 1) for s in seqs]), pad)
                  for k, a in (("text_embeds", "pooled"), ("time_ids", "time_ids"))}
-    out = unet(_pad_rows(x, pad), _pad_rows(t, pad), encoder_hidden_states=_pad_rows(embeds, pad),
+    out = unet(_pad_rows(torch.cat([x, x]), pad), _pad_rows(t, pad), encoder_hidden_states=_pad_rows(embeds, pad),
                added_cond_kwargs=added, return_dict=False)[0][:2 * b]
     uncond, cond = out.chunk(2)  # (B, 4, h, w) each
     guidance = torch.tensor([s.guidance for s in seqs], dtype=out.dtype, device=out.device).view(-1, 1, 1, 1)
-    noise = uncond + guidance * (cond - uncond)
-    for i, (s, t) in enumerate(zip(seqs, ts)):
-        s.latents = s.scheduler.step(noise[i:i + 1], t, s.latents, return_dict=False)[0]
+    noise = (uncond + guidance * (cond - uncond)).float()
+    latents32 = latents.float()
+    for name, rows in _by_sampler(seqs).items():
+        idx = None if len(rows) == b else torch.tensor(rows, device=latents.device)
+        pick = (lambda v: v) if idx is None else (lambda v: v.index_select(0, idx))
+        prevs = [seqs[i].denoised for i in rows]
+        prev = None if all(p is None for p in prevs) else torch.cat(
+            [torch.zeros_like(latents32[:1]) if p is None else p for p in prevs])
+        first = seqs[rows[0]]
+        new, x0 = STEPS[name](pick(latents32), pick(noise), pick(c), first.plan.prediction, prev)
+        new = new.to(latents.dtype)
+        for j, i in enumerate(rows):
+            s = seqs[i]
+            s.latents, s.denoised = new[j:j + 1], x0[j:j + 1] if name in MULTISTEP else None
+            if s.noise is not None:  # plain-UNet inpainting: keep the unmasked region on the init image's path
+                last = s.step + 1 == len(s.plan)
+                kept = s.image_latents if last else renoise(s.image_latents, s.noise, s.plan.table[s.step:s.step + 1])
+                s.latents = (1 - s.mask) * kept + s.mask * s.latents
+    for s in seqs:
         s.step += 1
-        if s.noise is not None:  # plain-UNet inpainting: keep the unmasked region on the init image's path
-            kept = s.image_latents
-            if not s.done:
-                kept = s.scheduler.add_noise(kept, s.noise, s.timesteps[s.step:s.step + 1])
-            s.latents = (1 - s.mask) * kept + s.mask * s.latents
 
 
-@torch.no_grad()
+def _by_sampler(seqs: list[Sequence]) -> dict[str, list[int]]:
+    rows: dict[str, list[int]] = {}
+    for i, s in enumerate(seqs):
+        rows.setdefault(s.plan.sampler, []).append(i)
+    return rows
+
+
+@torch.inference_mode()
 def decode(model: ModelFolder, seqs: list[Sequence]) -> list[np.ndarray]:
     """Final latents → float RGB in [0, 1], one (H, W, 3) array per sequence."""
     vae = model.components["vae"]
