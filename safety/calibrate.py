@@ -22,7 +22,8 @@ BENIGN = "benign"
 GRID = np.round(np.arange(0.30, 0.951, 0.005), 3)
 
 
-DEFAULT_DEVSETS = (DEFAULT_DEVSET, Path(__file__).parent / "data" / "devset_ml.tsv")
+DEFAULT_DEVSETS = (DEFAULT_DEVSET, Path(__file__).parent / "data" / "devset_ml.tsv",
+                   Path(__file__).parent / "data" / "devset_inflect.tsv")
 SEALED = Path(__file__).parent / "data" / "sealed.tsv"  # report only: never read while picking anything
 
 

@@ -34,14 +34,32 @@ def set_language(name: str) -> tuple[str | None, bool]:
 
 
 @dataclass(frozen=True)
+class Inflection:
+    """A listed word ending in `ends` (after normalisation) also matches with that ending replaced by any of `forms`,
+    when at least `min_stem` letters of its last word stay: es "sexy" -> "sexys", "nena" -> "nenitas"."""
+
+    ends: str
+    forms: tuple[str, ...]
+    min_stem: int = 3
+
+    def stems(self, key: str) -> tuple[str, tuple[str, ...]] | None:
+        """(stem, endings) for a normalised term key, or None when this rule does not apply to it."""
+        last = key.rsplit(" ", 1)[-1]
+        if not last.endswith(self.ends) or len(last) - len(self.ends) < self.min_stem:
+            return None
+        return key[:len(key) - len(self.ends)], self.forms
+
+
+@dataclass(frozen=True)
 class LanguagePack:
-    """One language's terms, homographs and stopwords."""
+    """One language's terms, homographs, stopwords and inflection rules."""
 
     code: str
     name: str
     stopwords: frozenset[str]
     sets: Mapping[str, tuple[str, ...]]
     conditional: Mapping[str, tuple[str, ...]]
+    inflections: tuple[Inflection, ...] = ()
 
 
 def expand(entry: Mapping) -> list[str]:
@@ -59,10 +77,22 @@ def load_language_pack(path: Path) -> LanguagePack:
         sets.setdefault(entry["set"], []).extend(expand(entry))
     code = str(data["code"])
     stop = frozenset(normalize(w).text for w in data.get("stopwords", ()))
+    inflections = tuple(
+        Inflection(normalize(str(r["ends"])).text, tuple(normalize(str(f)).text for f in r["forms"]),
+                   int(r.get("min_stem", 3)))
+        for r in data.get("inflect", ())
+    )
     return LanguagePack(
         code, str(data.get("name", code)), stop, MappingProxyType({k: tuple(v) for k, v in sets.items()}),
-        MappingProxyType({k: tuple(v) for k, v in data.get("conditional", {}).items()}),
+        MappingProxyType({k: tuple(v) for k, v in data.get("conditional", {}).items()}), inflections,
     )
+
+
+def inflection_table(packs: tuple[LanguagePack, ...], base: str | None) -> dict[str | None, tuple[Inflection, ...]]:
+    """Inflection rules by set language: each pack's own, and the `base` language's for the untagged base sets."""
+    table: dict[str | None, tuple[Inflection, ...]] = {p.code: p.inflections for p in packs}
+    table[None] = table.get(base, ()) if base else ()
+    return table
 
 
 def merged_sets(base: Mapping[str, tuple[str, ...]], packs: tuple[LanguagePack, ...]) -> dict[str, tuple[str, ...]]:

@@ -7,9 +7,11 @@ prefix-merged regex, so a prompt is scanned once. Terms ending in "*" also match
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .langpacks import LanguageDetector, base_set, set_language
+from .langpacks import Inflection, LanguageDetector, base_set, set_language
 from .normalize import Normalized, normalize
 from .verdict import Decision
 
@@ -81,34 +83,39 @@ class TermHit:
 
 
 class TermMatcher:
-    """Finds every listed term of every set in a text; longest term wins where terms overlap."""
+    """Finds every listed term of every set in a text; longest term wins where terms overlap.
 
-    def __init__(self, sets: dict[str, tuple[str, ...]]):
+    `inflections` (by set language, None for the untagged base sets) adds each term's inflected forms to the same
+    pattern: endings that add to the word ("sexy" + s) as an optional tail, endings that replace one ("nena" ->
+    "nenitas") as a branch at the stem. A hit on any form reports the listed term.
+    """
+
+    def __init__(self, sets: dict[str, tuple[str, ...]],
+                 inflections: Mapping[str | None, tuple[Inflection, ...]] | None = None):
         self.owners: list[tuple[tuple[str, str], ...]] = []  # leaf id -> ((set, term), ...)
         leaves: dict[tuple[str, bool], int] = {}
-        tries: tuple[dict, dict, dict] = ({}, {}, {})  # bounded ASCII, bounded other scripts, unbounded
+        languages: list[set[str | None]] = []
         for set_name, terms in sets.items():
             for term in terms:
-                prefix = term.endswith("*")
-                key = term_key(term.rstrip("*"))
+                exact = term.endswith("=")  # "tanga=": as listed only, never inflected ("tango" is not a tanga)
+                prefix = term.rstrip("=").endswith("*")
+                key = term_key(term.rstrip("=").rstrip("*"))
                 if not key or key.startswith(" ") or "  " in key or _KEY.sub(" ", key) != key:
                     raise ValueError(f"term set {set_name!r}: term {term!r} has no letters or odd characters")
                 leaf = leaves.setdefault((key, prefix), len(leaves))
                 if leaf == len(self.owners):
                     self.owners.append(())
+                    languages.append(set())
                 self.owners[leaf] += ((set_name, term),)
-                unspaced = bool(_UNSPACED.search(key))
-                open_start = open_script(key)
-                forms = [_compact_atoms(key)]
-                if len(key.replace(" ", "")) >= 3 and not open_start:
-                    forms.append(_spaced_atoms(key))
-                for form, atoms in enumerate(forms):
-                    node = tries[2 if open_start else 0 if key.isascii() else 1]
-                    if open_start and key[0] in _NUMERALS:
-                        node = node.setdefault(_NUM_BEFORE, {})
-                    for atom in atoms:
-                        node = node.setdefault(atom, {})
-                    node.setdefault(None, set()).add((leaf, form, "*" if prefix else "~" if unspaced else ""))
+                languages[leaf].add(EXACT if exact else set_language(set_name)[0])
+        tries: tuple[dict, dict, dict] = ({}, {}, {})  # bounded ASCII, bounded other scripts, unbounded
+        for (key, prefix), leaf in leaves.items():
+            # A word of another script whose skeleton is all Latin ("гор" -> "rop") is already ambiguous with Latin
+            # words: its inflected skeletons ("rope") would be more so. It matches as listed only.
+            skeleton = key.isascii() and not any(_latin(term) for _, term in self.owners[leaf])
+            rules = [] if skeleton or EXACT in languages[leaf] else [
+                r for lang in sorted(languages[leaf], key=str) for r in (inflections or {}).get(lang, ())]
+            _insert(tries, leaf, key, prefix, rules)
         # ASCII text (after normalisation) can only hold ASCII terms: the other two scans run on other text only.
         self._regexes = tuple(re.compile((_BEFORE if k < 2 else "") + _emit(t)) if t else None
                               for k, t in enumerate(tries))
@@ -128,13 +135,49 @@ class TermMatcher:
         return hits
 
 
+EXACT = "="  # a term marked "word=" is matched as listed, without its language's inflections
 _TAILS = {"*": f"{_W}*", "~": "", "": _AFTER}  # prefix term, unspaced script, whole word
+
+
+def _latin(term: str) -> bool:
+    """Whether every letter of a list term is a Latin letter (accents allowed)."""
+    return all(c.isascii() or unicodedata.name(c, "").startswith("LATIN") for c in term if c.isalpha())
+
+
+def _endings(endings: set[str]) -> str:
+    alts = sorted(("".join(_letter(c) for c in e) for e in endings), key=lambda a: (-len(a), a))
+    return "(?:" + "|".join(alts) + ")"
+
+
+def _insert(tries: tuple[dict, dict, dict], leaf: int, key: str, prefix: bool, rules: list[Inflection]) -> None:
+    """Add one term's forms to the trie of its script: compact (with its added endings as an optional tail),
+    spaced out, and one branch per inflection stem."""
+    unspaced = bool(_UNSPACED.search(key))
+    open_start = open_script(key)
+    end = "*" if prefix else "~" if unspaced else ""
+    stems: dict[str, set[str]] = {}
+    for rule in rules:
+        found = rule.stems(key)
+        if found:
+            stems.setdefault(found[0], set()).update(found[1])
+    added = stems.pop(key, set())  # endings that add to the whole word: an optional tail (needed for whole words only)
+    forms = [(_compact_atoms(key), _endings(added) + "?" if added and not end else "")]
+    if len(key.replace(" ", "")) >= 3 and not open_start:
+        forms.append((_spaced_atoms(key), ""))
+    forms += [(_compact_atoms(stem) + [_endings(endings)], "") for stem, endings in sorted(stems.items())]
+    for form, (atoms, tail) in enumerate(forms):
+        node = tries[2 if open_start else 0 if key.isascii() else 1]
+        if open_start and key[0] in _NUMERALS:
+            node = node.setdefault(_NUM_BEFORE, {})
+        for atom in atoms:
+            node = node.setdefault(atom, {})
+        node.setdefault(None, set()).add((leaf, form, end, tail))
 
 
 def _emit(node: dict) -> str:
     parts = [atom + _emit(child) for atom, child in node.items() if atom is not None]
-    for leaf, form, end in sorted(node.get(None, ())):
-        parts.append(_TAILS[end] + f"(?P<t{leaf}_{form}>)")
+    for leaf, form, end, tail in sorted(node.get(None, ())):
+        parts.append(tail + _TAILS[end] + f"(?P<t{leaf}_{form}>)")
     return parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
 
 
@@ -176,7 +219,8 @@ class LexicalGate:
     """
 
     def __init__(self, sets: dict[str, tuple[str, ...]], rules: tuple[LexicalRule, ...],
-                 matcher: TermMatcher | None = None, detector: LanguageDetector | None = None):
+                 matcher: TermMatcher | None = None, detector: LanguageDetector | None = None,
+                 inflections: Mapping[str | None, tuple[Inflection, ...]] | None = None):
         known = {base_set(s) for s in sets}
         for rule in rules:
             missing = [s for s in rule.all_of if s not in known]
@@ -184,7 +228,7 @@ class LexicalGate:
                 raise ValueError(f"lexical rule {rule.id!r} names unknown term sets {missing}")
         self.sets = sets
         self.rules = rules
-        self.matcher = matcher or TermMatcher(sets)
+        self.matcher = matcher or TermMatcher(sets, inflections)
         self.detector = detector
         # A term is evidence of its language only when no other language (nor the base lists) has it: "sexy" is not.
         self._evidence = frozenset(

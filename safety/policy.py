@@ -9,7 +9,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from .langpacks import LanguagePack, load_language_pack, merged_sets
+from .langpacks import Inflection, LanguagePack, inflection_table, load_language_pack, merged_sets
 from .lexical import LexicalRule
 from .verdict import Decision
 
@@ -112,6 +112,8 @@ class PolicyPack:
     regions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: Path | None = None
     languages: tuple[LanguagePack, ...] = ()
+    # Inflection rules by set language (None: the untagged base sets, which follow `lexical.base_language`).
+    inflections: Mapping[str | None, tuple[Inflection, ...]] = field(default_factory=lambda: MappingProxyType({}))
     second_opinion: SecondOpinion = field(default_factory=SecondOpinion)
 
     def for_region(self, region: str = "default") -> RegionPolicy:
@@ -175,6 +177,7 @@ def _parse(data: dict, source: Path) -> PolicyPack:
         clusters=clusters, image=ImagePolicy(**img), limits=Limits(**data.get("limits", {})),
         review=_review(data.get("review", {})), regions=MappingProxyType(regions), source=source,
         languages=languages, second_opinion=_second_opinion(data.get("second_opinion", {})),
+        inflections=MappingProxyType(inflection_table(languages, lex.get("base_language"))),
     )
 
 

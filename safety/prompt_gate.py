@@ -105,7 +105,8 @@ class LayeredPromptGate:
         with self._lock:
             if self._lexical is None:
                 detector = LanguageDetector(self.pack.languages)
-                self._lexical = LexicalGate(dict(self.pack.term_sets), self.pack.rules, detector=detector)
+                self._lexical = LexicalGate(dict(self.pack.term_sets), self.pack.rules, detector=detector,
+                                            inflections=self.pack.inflections)
             if self.use_embedding and self._clusters is None:
                 self._clusters = ClusterIndex(Encoder(self._encoder_config), self.pack.clusters)
 

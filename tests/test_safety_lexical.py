@@ -12,7 +12,7 @@ from safety.policy import load_pack
 from safety.verdict import Decision
 
 PACK = load_pack()
-GATE = LexicalGate(dict(PACK.term_sets), PACK.rules)
+GATE = LexicalGate(dict(PACK.term_sets), PACK.rules, inflections=PACK.inflections)  # as the prompt gate builds it
 TERMS = sorted({(s, t) for s, terms in PACK.term_sets.items() for t in terms})
 # Look-alikes from other scripts, per Latin letter (inverse of the confusables table).
 LOOKALIKES: dict[str, list[str]] = {}

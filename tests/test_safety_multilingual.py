@@ -14,7 +14,8 @@ COVERED = ("en", "es", "fr", "de", "pt", "it", "nl", "pl", "tr", "ru", "ar", "hi
 
 @pytest.fixture(scope="module")
 def gate() -> LexicalGate:
-    return LexicalGate(dict(PACK.term_sets), PACK.rules, detector=LanguageDetector(PACK.languages))
+    return LexicalGate(dict(PACK.term_sets), PACK.rules, detector=LanguageDetector(PACK.languages),
+                       inflections=PACK.inflections)
 
 
 def _blocks_as_csam(gate: LexicalGate, text: str) -> bool:

