@@ -85,7 +85,8 @@ def _scores(pack: PolicyPack, examples: list[Example], encoder: EncoderConfig):
     gate.load()
     rp, lexical = gate.region("default")
     lex = [lexical_verdict(rp, lexical.findings(e.text)) for e in examples]
-    return rp, lex, contrast(rp.clusters, gate.similarities([e.text for e in examples]))
+    read = np.array([gate.reads(e.text) for e in examples], bool)  # prompts the embedding stage scores at all
+    return rp, lex, contrast(rp.clusters, gate.similarities([e.text for e in examples])), read
 
 
 def calibrate(pack: PolicyPack, examples: list[Example], encoder: EncoderConfig,
@@ -93,7 +94,7 @@ def calibrate(pack: PolicyPack, examples: list[Example], encoder: EncoderConfig,
     """Per category on the calibration half: the highest review threshold that reaches the recall target within the
     benign budget, a block threshold `block_gap` above the highest benign score, and the margins around both."""
     calib = [e for e in examples if e.split == "calib"]
-    rp, lex, sims = _scores(pack, calib, encoder)
+    rp, lex, sims, read = _scores(pack, calib, encoder)
     labels = np.array([e.label for e in calib])
     benign = labels == BENIGN
     lex_flag = np.array([v is not None for v in lex])
@@ -107,7 +108,7 @@ def calibrate(pack: PolicyPack, examples: list[Example], encoder: EncoderConfig,
         # Zero tolerance: the lexical rules block every clear case, so the cluster is calibrated as a backstop on its
         # own scores (its band sends paraphrases without listed words to review).
         lex_caught = np.array([v is not None and not zero_tolerance for v in lex])
-        pos = labels == cat
+        pos = (labels == cat) & (read | lex_caught)  # a prompt the encoder does not read is no threshold's business
         target = min(1.0, (targets.csam_block_recall if zero_tolerance else targets.recall) + targets.margin)
         taken = np.array([((s[benign] >= t) & ~lex_flag[benign]).mean() if benign.any() else 0.0 for t in GRID])
         recall = np.array([(lex_caught[pos] | (s[pos] >= t)).mean() if pos.any() else 1.0 for t in GRID])

@@ -115,6 +115,9 @@ class PolicyPack:
     # Inflection rules by set language (None: the untagged base sets, which follow `lexical.base_language`).
     inflections: Mapping[str | None, tuple[Inflection, ...]] = field(default_factory=lambda: MappingProxyType({}))
     second_opinion: SecondOpinion = field(default_factory=SecondOpinion)
+    # Which prompts the embedding stage reads: "any", or "latin" (only prompts with a Latin letter: the shipped
+    # encoder is English-only and scores other scripts as noise; their language packs screen them).
+    encoder_scripts: str = "any"
 
     def for_region(self, region: str = "default") -> RegionPolicy:
         """Apply the region's overrides (cluster thresholds by id or category, rule actions, image thresholds)."""
@@ -178,7 +181,15 @@ def _parse(data: dict, source: Path) -> PolicyPack:
         review=_review(data.get("review", {})), regions=MappingProxyType(regions), source=source,
         languages=languages, second_opinion=_second_opinion(data.get("second_opinion", {})),
         inflections=MappingProxyType(inflection_table(languages, lex.get("base_language"))),
+        encoder_scripts=_encoder_scripts(data.get("embedding", {})),
     )
+
+
+def _encoder_scripts(data: dict) -> str:
+    scripts = str(data.get("scripts", "any"))
+    if scripts not in ("any", "latin"):
+        raise ValueError(f"embedding.scripts must be 'any' or 'latin', not {scripts!r}")
+    return scripts
 
 
 def _second_opinion(data: dict) -> SecondOpinion:

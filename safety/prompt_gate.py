@@ -1,6 +1,7 @@
 """Prompt gate: input checks, then the lexical gate, then (for what lexical did not block) the embedding clusters."""
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import replace
 from typing import Sequence
@@ -15,6 +16,7 @@ from .policy import BENIGN_ANCHOR, Cluster, PolicyPack, RegionPolicy
 from .verdict import Decision, Verdict
 
 SEVERITY = {Decision.ALLOW: 0, Decision.REVIEW: 1, Decision.BLOCK: 2}
+_LATIN = re.compile("[A-Za-z\u00c0-\u024f\u1e00-\u1eff\uff21-\uff3a\uff41-\uff5a]")  # incl. full-width
 
 
 def lexical_verdict(rp: RegionPolicy, findings: list[LexicalFinding]) -> Verdict | None:
@@ -115,7 +117,11 @@ class LayeredPromptGate:
         self.load()
         if self._clusters is None:
             raise RuntimeError("this prompt gate was built without the embedding stage")
-        return self._clusters.similarities(texts)
+        sims = np.full((len(texts), len(self.pack.clusters)), -1.0, np.float32)  # prompts it does not read: no score
+        read = [k for k, text in enumerate(texts) if self.reads(text)]
+        if read:
+            sims[read] = self._clusters.similarities([texts[k] for k in read])
+        return sims
 
     def region(self, region: str) -> tuple[RegionPolicy, LexicalGate]:
         if region not in self._regions:
@@ -140,14 +146,23 @@ class LayeredPromptGate:
                 verdicts[i] = _with_language(lex, analysis)
             else:
                 pending.append((i, text, analysis, lex))
-        sims = self._clusters.similarities([t for _, t, _, _ in pending]) if pending and self._clusters else None
+        read = [k for k, (_, text, _, _) in enumerate(pending) if self.reads(text)] if self._clusters else []
+        sims = self._clusters.similarities([pending[k][1] for k in read]) if read else None
         adjusted = contrast(rp.clusters, sims) if sims is not None else None
+        row = {k: r for r, k in enumerate(read)}
+        skipped = ("embedding=skipped script",) if self._clusters else ()
         for k, (i, _, analysis, lex) in enumerate(pending):
-            emb = embedding_verdict(rp, sims[k], analysis, adjusted[k]) if sims is not None else None
+            r = row.get(k)
+            emb = embedding_verdict(rp, sims[r], analysis, adjusted[r]) if r is not None else None
             if emb is None or (lex is not None and SEVERITY[lex.decision] >= SEVERITY[emb.decision]):
-                emb = lex or Verdict(Decision.ALLOW, "lexical", rp.pack_id, rp.version)
+                emb = lex or Verdict(Decision.ALLOW, "lexical", rp.pack_id, rp.version, (), None,
+                                     skipped if r is None else ())
             verdicts[i] = _with_language(emb, analysis)
         return verdicts
+
+    def reads(self, text: str) -> bool:
+        """Whether the embedding stage scores this prompt (the pack's `embedding.scripts`)."""
+        return self.pack.encoder_scripts == "any" or _LATIN.search(text) is not None
 
 
 def _with_language(v: Verdict, analysis: LexicalAnalysis) -> Verdict:

@@ -139,7 +139,8 @@ WORD_TERMS = [(s, t) for s, t in TERMS if t.isalpha() and len(t) >= 3 and not op
        st.text("bcfhjkmpqvwxy", min_size=0, max_size=3))
 def test_benign_words_containing_a_listed_term_are_not_caught(entry, prefix, suffix):
     term_set, term = entry
-    assume(prefix[-1] != term[0] and (not suffix or suffix[0] != term[-1]))  # "kkid" is a stretched "kid"
+    key = term_key(term.rstrip("*="))  # compare skeletons: a Cyrillic "в" is a "b" ("bвредители" is "bbpeдитeли")
+    assume(prefix[-1] != key[0] and (not suffix or suffix[0] != key[-1]))  # "kkid" is a stretched "kid"
     word = prefix + term + suffix  # glued on the left: never the listed word itself
     hits = GATE.matcher.find(f"a {word} on the table")
     assert not any(h.term == term for h in hits), word

@@ -156,6 +156,10 @@ def test_the_real_gate_times_out_to_review(gate):
 
 
 def test_malformed_pack_is_a_clear_error(tmp_path):
+    scripts = tmp_path / "s.toml"
+    scripts.write_text('id = "x"\nversion = "1"\n[embedding]\nscripts = "cyrillic"\n')
+    with pytest.raises(PolicyError, match="embedding.scripts"):
+        load_pack(scripts)
     bad = tmp_path / "p.toml"
     bad.write_text('id = "x"\nversion = "1"\n[[clusters]]\nid = "c"\ncategory = "nope"\nexemplars = ["a"]\n')
     with pytest.raises(PolicyError, match="unknown category"):
@@ -179,3 +183,36 @@ def test_cluster_index_scores_exemplars_as_themselves(gate):
     idx = ClusterIndex(enc, clusters)
     sims = idx.similarities(["a bowl of ramen", "a spaceship"])
     assert sims[0, 0] == pytest.approx(1.0, abs=1e-4) and sims[1, 0] < 0.5
+
+
+def test_length_groups_cover_every_window_once_and_keep_batches_within_limits():
+    from safety.embedding import length_groups
+
+    lengths = [12, 5, 12, 40, 7, 12, 13, 5, 90] * 9
+    groups = length_groups(lengths, 16)
+    assert sorted(k for g in groups for k in g) == list(range(len(lengths)))
+    assert all(0 < len(g) <= 16 for g in groups)
+    padded = sum(max(lengths[k] for k in g) * len(g) for g in groups)
+    assert padded < 1.1 * sum(lengths)  # a 40- and a 90-token prompt do not pad the short ones
+
+
+def test_batched_encoding_with_lanes_equals_one_prompt_at_a_time(gate):
+    lanes = Encoder(replace(ENC, threads=2, lanes=2))
+    texts = ["a bowl of ramen", "a red fox in the snow at dawn with a long tail", "x " * 300, "an empty street"] * 4
+    vecs, owners = lanes.encode_windows(texts)
+    single = [gate._clusters.encoder.encode_windows([t]) for t in texts]
+    assert np.array_equal(owners, np.concatenate([np.full(len(o), i) for i, (_, o) in enumerate(single)]))
+    assert np.allclose(vecs, np.concatenate([v for v, _ in single]), atol=1e-4)
+
+
+def test_prompts_without_a_latin_letter_skip_the_english_encoder(gate):
+    assert PACK.encoder_scripts == "latin"
+    (v,) = gate.screen(["公园里的猫"])
+    assert v.decision == Decision.ALLOW and v.stage == "lexical" and "embedding=skipped script" in v.reasons
+    assert float(gate.similarities(["公园里的猫"]).max()) == -1.0  # calibration sees what the gate sees
+    (v,) = gate.screen(["公园里的 cat"])  # any Latin letter: encoded
+    assert v.stage == "embedding"
+    everything = LayeredPromptGate(replace(PACK, encoder_scripts="any"), True, ENC)
+    everything._clusters = gate._clusters
+    everything._lexical = gate._lexical
+    assert everything.screen(["公园里的猫"])[0].stage == "embedding"
