@@ -27,10 +27,14 @@ _KEY_SEP = re.compile("(?:(?![\u0900-\u0dff\u3099\u309a])[\\W_])+")
 _KEY = re.compile("(?:(?![\u0900-\u0dff\u3099\u309a])[\\W_]|\\s)")
 _GAP = f"{_NW}*"  # between the words of a multi-word term: any spacing, or none ("childporn")
 _SEP = f"{_NW}{{1,3}}?"  # between the letters of a spaced-out word (lazy: leave look-alikes to letters)
-_BEFORE = f"(?<!{_W})"
+# Words of the spaced alphabets (Latin, Greek, Cyrillic, digits) end where no letter of those alphabets follows: a
+# Latin word glued to Japanese or Korean text ("JKのエロ", "sexy사진") is still a word.
+_A = "[0-9a-z\u00b5\u00df-\u00f6\u00f8-\u024f\u0370-\u052f\u1e00-\u1eff]"
+_BEFORE = f"(?<!{_A})"
 _LEET_MARKS = re.escape("".join(sorted({c for v in LEET.values() for c in v if not c.isalnum()})))
 # A word ends where no letter follows, nor a look-alike mark that a letter follows ("kidd!e" is one word).
-_AFTER = f"(?!{_W}|[{_LEET_MARKS}]+{_W})"
+_AFTER = f"(?!{_A}|[{_LEET_MARKS}]+{_A})"
+_AFTER_ANY = f"(?!{_W}|[{_LEET_MARKS}]+{_W})"  # Arabic words end where no letter of any script follows
 # Scripts written without spaces between words (Han, kana, Thai), with particles attached (Hangul) or whose vowel
 # signs Python's regex does not count as word characters (Devanagari) match inside longer runs, with no word boundary
 # on either side; Arabic, whose clitics ("و", "ال") attach in front, has no boundary before a term but one after it.
@@ -136,7 +140,7 @@ class TermMatcher:
 
 
 EXACT = "="  # a term marked "word=" is matched as listed, without its language's inflections
-_TAILS = {"*": f"{_W}*", "~": "", "": _AFTER}  # prefix term, unspaced script, whole word
+_TAILS = {"*": f"{_W}*", "~": "", "": _AFTER, "a": _AFTER_ANY}  # prefix, unspaced script, whole word, Arabic word
 
 
 def _latin(term: str) -> bool:
@@ -154,14 +158,14 @@ def _insert(tries: tuple[dict, dict, dict], leaf: int, key: str, prefix: bool, r
     spaced out, and one branch per inflection stem."""
     unspaced = bool(_UNSPACED.search(key))
     open_start = open_script(key)
-    end = "*" if prefix else "~" if unspaced else ""
+    end = "*" if prefix else "~" if unspaced else "a" if open_start else ""
     stems: dict[str, set[str]] = {}
     for rule in rules:
         found = rule.stems(key)
         if found:
             stems.setdefault(found[0], set()).update(found[1])
     added = stems.pop(key, set())  # endings that add to the whole word: an optional tail (needed for whole words only)
-    forms = [(_compact_atoms(key), _endings(added) + "?" if added and not end else "")]
+    forms = [(_compact_atoms(key), _endings(added) + "?" if added and end in ("", "a") else "")]
     if len(key.replace(" ", "")) >= 3 and not open_start:
         forms.append((_spaced_atoms(key), ""))
     forms += [(_compact_atoms(stem) + [_endings(endings)], "") for stem, endings in sorted(stems.items())]
