@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from safety.calibrate import load_devset
-from safety.langpacks import COND, Inflection, base_set, set_language
+from safety.langpacks import COND, Inflection, LanguageDetector, base_set, set_language
 from safety.lexical import LexicalGate, TermMatcher, term_key
 from safety.policy import load_pack
 from safety.verdict import Decision
@@ -57,7 +57,8 @@ def test_pack_rules_load_normalised_and_the_base_sets_take_english_rules():
 
 @pytest.fixture(scope="module")
 def gate() -> LexicalGate:
-    return LexicalGate(dict(PACK.term_sets), PACK.rules, inflections=PACK.inflections)
+    return LexicalGate(dict(PACK.term_sets), PACK.rules, detector=LanguageDetector(PACK.languages),
+                       inflections=PACK.inflections)
 
 
 def test_inflection_devset_minors_block_lexically_and_its_benign_prompts_pass(gate):
