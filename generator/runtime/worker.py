@@ -39,26 +39,10 @@ def denoise_step(model: ModelFolder, seqs: list[Sequence]) -> None:
                added_cond_kwargs=added, return_dict=False)[0][:2 * b]
     uncond, cond = out.chunk(2)  # (B, 4, h, w) each
     guidance = torch.tensor([s.guidance for s in seqs], dtype=out.dtype, device=out.device).view(-1, 1, 1, 1)
-    noise = (uncond + guidance * (cond - uncond)).float()
-    latents32 = latents.float()
-    for name, rows in _by_sampler(seqs).items():
-        idx = None if len(rows) == b else torch.tensor(rows, device=latents.device)
-        pick = (lambda v: v) if idx is None else (lambda v: v.index_select(0, idx))
-        prevs = [seqs[i].denoised for i in rows]
-        prev = None if all(p is None for p in prevs) else torch.cat(
-            [torch.zeros_like(latents32[:1]) if p is None else p for p in prevs])
-        first = seqs[rows[0]]
-        new, x0 = STEPS[name](pick(latents32), pick(noise), pick(c), first.plan.prediction, prev)
-        new = new.to(latents.dtype)
-        for j, i in enumerate(rows):
-            s = seqs[i]
-            s.latents, s.denoised = new[j:j + 1], x0[j:j + 1] if name in MULTISTEP else None
-            if s.noise is not None:  # plain-UNet inpainting: keep the unmasked region on the init image's path
-                last = s.step + 1 == len(s.plan)
-                kept = s.image_latents if last else renoise(s.image_latents, s.noise, s.plan.table[s.step:s.step + 1])
-                s.latents = (1 - s.mask) * kept + s.mask * s.latents
-    for s in seqs:
-        s.step += 1
+    noise, latents32 = (uncond + guidance * (cond - uncond)).float(), latents.float()  # (B, 4, h, w) each
+    for name, rows in _by_sampler(seqs).items():  # one batched step per sampler among the rows
+        _advance(name, [seqs[i] for i in rows], *(v if len(rows) == b else v[rows] for v in (latents32, noise, c)),
+                 latents.dtype)
 
 
 def _by_sampler(seqs: list[Sequence]) -> dict[str, list[int]]:
@@ -68,12 +52,31 @@ def _by_sampler(seqs: list[Sequence]) -> dict[str, list[int]]:
     return rows
 
 
+def _advance(name: str, seqs: list[Sequence], x: torch.Tensor, out: torch.Tensor, c: torch.Tensor,
+             dtype: torch.dtype) -> None:
+    """One sampler's rows x (B, 4, h, w) with guided outputs and table rows c (B, 10): new latents, step + 1."""
+    prevs = [s.denoised for s in seqs]  # 2M history; a row without one (first step) has zero 2nd-order terms
+    prev = None if all(p is None for p in prevs) else torch.cat([torch.zeros_like(x[:1]) if p is None else p
+                                                                 for p in prevs])
+    new, x0 = STEPS[name](x, out, c, seqs[0].plan.prediction, prev)
+    new = new.to(dtype)  # computed in float32, stored in the model's dtype (as diffusers' step returns it)
+    for j, s in enumerate(seqs):
+        s.latents, s.denoised = new[j:j + 1], x0[j:j + 1] if name in MULTISTEP else None
+        if s.noise is not None:  # plain-UNet inpainting: keep the unmasked region on the init image's path
+            kept = s.image_latents
+            if s.step + 1 < len(s.plan):
+                kept = renoise(kept, s.noise, s.plan.table[s.step:s.step + 1])
+            s.latents = (1 - s.mask) * kept + s.mask * s.latents
+        s.step += 1
+
+
 @torch.inference_mode()
 def decode(model: ModelFolder, seqs: list[Sequence]) -> list[np.ndarray]:
     """Final latents → float RGB in [0, 1], one (H, W, 3) array per sequence."""
     vae = model.components["vae"]
     latents = torch.cat([s.latents for s in seqs]).to(vae.dtype) / vae.config.scaling_factor  # (B, 4, h, w)
-    images = vae.decode(_pad_rows(latents, _minimum(model, MIN_DECODER_ROWS)), return_dict=False)[0][:len(seqs)]  # (B, 3, H, W)
+    padded = _pad_rows(latents, _minimum(model, MIN_DECODER_ROWS))
+    images = vae.decode(padded, return_dict=False)[0][:len(seqs)]  # (B, 3, H, W)
     return list((images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy())
 
 
