@@ -107,7 +107,8 @@ class Encoder:
         def run(group: list[int]) -> None:
             out[group] = self._pooled(padded(ids, group, self.tokenizer.pad_token_id or 0), lanes and lanes[1])
 
-        if lanes:
+        if lanes:  # costliest groups first, so the lanes finish together
+            groups.sort(key=lambda g: -len(g) * max(len(ids[k]) for k in g))
             list(lanes[0].map(run, groups))
         else:
             for group in groups:
