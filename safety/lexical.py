@@ -149,7 +149,8 @@ def _latin(term: str) -> bool:
 
 
 def _endings(endings: set[str]) -> str:
-    alts = sorted(("".join(_letter(c) for c in e) for e in endings), key=lambda a: (-len(a), a))
+    """An alternation of inflection endings, longest first, letters as written (look-alikes stay with the stem)."""
+    alts = sorted((re.escape(e) for e in endings), key=lambda a: (-len(a), a))
     return "(?:" + "|".join(alts) + ")"
 
 
