@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/safety_bench.py [--threads 2] [--prompts 512] [--images 24]
 
-    .venv/bin/python bench/safety_bench.py --sealed      # the sealed multilingual test split (issue 18)
+    .venv/bin/python bench/safety_bench.py --sealed      # the sealed multilingual test splits v1 and v2 (issue 18)
 
 Targets (issue 18): prompt gate >= 500 prompts/s batched, p99 <= 10 ms single on 2 cores, every language pack loaded;
 image checks >= 5 images/s at 256x256. Sealed split: minors block recall 1.00 in every language, other categories
@@ -64,24 +64,31 @@ def bench_prompts(threads: int, n: int) -> None:
 
 
 def sealed_report(threads: int) -> None:
-    """Screen the sealed test split (never used for tuning) and print the per-language table."""
-    from safety.calibrate import SEALED, language_table, load_devset
+    """Screen the sealed test splits (never used for tuning): a table per split, then both together."""
+    from safety.calibrate import SEALED, SEALED_V2, language_table, load_devset
     from safety.embedding import EncoderConfig
     from safety.gates import PromptGateConfig, load_prompt_gate
 
-    examples = load_devset(SEALED)
     gate = load_prompt_gate(config=PromptGateConfig(encoder=EncoderConfig(threads=threads)))
-    verdicts = gate.screen([e.text for e in examples])
-    print(f"sealed split: {len(examples)} prompts, {len({e.lang for e in examples})} languages;"
-          f" policy {verdicts[0].policy_id}@{verdicts[0].policy_version}")
-    print(language_table(examples, verdicts))
-    by_cat: dict[str, list[int]] = {}
-    for e, v in zip(examples, verdicts):
-        c = by_cat.setdefault(e.label, [0, 0, 0])
-        c[0] += 1
-        c[1] += v.decision.value == "block"
-        c[2] += v.decision.value != "allow"
-    print("per category (n, blocked, not allowed): " + ", ".join(f"{k} {v[0]}/{v[1]}/{v[2]}" for k, v in by_cat.items()))
+    both_examples, both_verdicts = [], []
+    for name, path in (("sealed v1", SEALED), ("sealed v2", SEALED_V2), ("sealed v1 + v2", None)):
+        if path is None:
+            examples, verdicts = both_examples, both_verdicts
+        else:
+            examples = load_devset(path)
+            verdicts = gate.screen([e.text for e in examples])
+            both_examples, both_verdicts = both_examples + examples, both_verdicts + verdicts
+        print(f"{name}: {len(examples)} prompts, {len({e.lang for e in examples})} languages;"
+              f" policy {verdicts[0].policy_id}@{verdicts[0].policy_version}")
+        print(language_table(examples, verdicts))
+        by_cat: dict[str, list[int]] = {}
+        for e, v in zip(examples, verdicts):
+            c = by_cat.setdefault(e.label, [0, 0, 0])
+            c[0] += 1
+            c[1] += v.decision.value == "block"
+            c[2] += v.decision.value != "allow"
+        print("per category (n, blocked, not allowed): "
+              + ", ".join(f"{k} {v[0]}/{v[1]}/{v[2]}" for k, v in by_cat.items()) + "\n")
 
 
 def bench_images(threads: int, n: int) -> None:

@@ -83,13 +83,16 @@ def test_devset_has_every_category_and_a_stable_split():
 
 
 def test_devsets_cover_every_language_and_stay_apart_from_the_sealed_split():
-    from safety.calibrate import SEALED
+    from safety.calibrate import SEALED, SEALED_V2
 
-    dev, sealed = load_devset(), load_devset(SEALED)
+    dev, sealed, sealed_v2 = load_devset(), load_devset(SEALED), load_devset(SEALED_V2)
     langs = {p.code for p in load_pack().languages}
     for lang in langs:
         mine = [e for e in dev if e.lang == lang]
         assert sum(e.label == "benign" for e in mine) >= 8 and sum(e.label == "csam" for e in mine) >= 6, lang
         held = [e for e in sealed if e.lang == lang]
         assert sum(e.label == "benign" for e in held) >= 10 and sum(e.label != "benign" for e in held) >= 10, lang
-    assert not {e.text for e in dev} & {e.text for e in sealed}  # no sealed prompt in the development data
+        held_v2 = [e for e in sealed_v2 if e.lang == lang]
+        assert sum(e.label == "benign" for e in held_v2) >= 10 and sum(e.label != "benign" for e in held_v2) >= 10, lang
+    sealed_texts = {e.text for e in sealed} | {e.text for e in sealed_v2}
+    assert not {e.text for e in dev} & sealed_texts  # no sealed prompt in the development data
