@@ -68,8 +68,10 @@ def sealed_report(threads: int) -> None:
     from safety.calibrate import SEALED, SEALED_V2, language_table, load_devset
     from safety.embedding import EncoderConfig
     from safety.gates import PromptGateConfig, load_prompt_gate
+    from safety.policy import load_pack
 
     gate = load_prompt_gate(config=PromptGateConfig(encoder=EncoderConfig(threads=threads)))
+    zero_tolerance = load_pack().review.zero_tolerance
     both_examples, both_verdicts = [], []
     for name, path in (("sealed v1", SEALED), ("sealed v2", SEALED_V2), ("sealed v1 + v2", None)):
         if path is None:
@@ -80,7 +82,7 @@ def sealed_report(threads: int) -> None:
             both_examples, both_verdicts = both_examples + examples, both_verdicts + verdicts
         print(f"{name}: {len(examples)} prompts, {len({e.lang for e in examples})} languages;"
               f" policy {verdicts[0].policy_id}@{verdicts[0].policy_version}")
-        print(language_table(examples, verdicts))
+        print(language_table(examples, verdicts, zero_tolerance))
         by_cat: dict[str, list[int]] = {}
         for e, v in zip(examples, verdicts):
             c = by_cat.setdefault(e.label, [0, 0, 0])

@@ -19,10 +19,15 @@ def error_response(exc: HttpError) -> JSONResponse:
     return JSONResponse({"reason": exc.reason, **exc.extra}, status_code=exc.status, headers=exc.headers)
 
 
+def declared_over(request: Request, limit: int) -> bool:
+    """Whether the declared Content-Length already passes `limit` bytes (a malformed one counts as over)."""
+    declared = request.headers.get("content-length")
+    return declared is not None and (not declared.isdigit() or int(declared) > limit)
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refused with 413 as soon as it (or its declared length) passes `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+    if declared_over(request, limit):
         raise HttpError(413, f"request body larger than {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():

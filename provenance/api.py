@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from hallmark.errors import HttpError
-from hallmark.web import error, error_response, read_body
+from hallmark.web import declared_over, error, error_response, read_body
 from provenance.images import ImageError
 from provenance.publisher import ProvenanceConfig
 from provenance.softbinding import SoftBindingService, max_results
@@ -107,9 +107,8 @@ def create_app(config: ProvenanceConfig, verifier: Verifier | None = None, clock
         if wait > 0:
             return error(429, "rate limit exceeded", {"Retry-After": str(max(1, math.ceil(wait)))})
         try:
-            length = request.headers.get("content-length")  # a header only: refuse at once what cannot fit
-            if upload and length and length.isdigit() and int(length) > config.max_upload_bytes + _FORM_OVERHEAD:
-                raise ImageError(413, f"upload is {length} bytes; the limit is {config.max_upload_bytes}")
+            if upload and declared_over(request, config.max_upload_bytes + _FORM_OVERHEAD):  # refuse before reading
+                raise ImageError(413, f"upload is larger than the limit of {config.max_upload_bytes} bytes")
             async with busy:
                 data = await _image_bytes(request, config.max_upload_bytes) if upload else None
                 return await run_in_threadpool(work, data)

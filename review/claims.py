@@ -175,10 +175,17 @@ class ClaimStore:
         raise self._why_not(task_id, who, senior)
 
     def _try_claim(self, who: str, senior: bool, task_id: str) -> Claim | None:
+        return self._take(task_id, who, senior, free_only=True)
+
+    def _take(self, task_id: str, who: str, senior: bool, free_only: bool) -> Claim | None:
+        """Give an open task to `who` with a fresh lease in one conditional UPDATE (only if unheld or its lease ran
+        out, with `free_only`); None when the guard did not hold."""
         now, token = self.clock(), secrets.token_urlsafe(16)
         self._ensure_row(task_id)
-        guard = [C.c.task_id == task_id, C.c.decided.is_(None), or_(C.c.holder.is_(None), C.c.lease_expires <= now),
+        guard = [C.c.task_id == task_id, C.c.decided.is_(None),
                  exists().where(Q.c.task_id == C.c.task_id, Q.c.decision.is_(None))]
+        if free_only:
+            guard.append(or_(C.c.holder.is_(None), C.c.lease_expires <= now))
         if not senior:
             guard += [C.c.escalated == false(),
                       ~exists().where(Q.c.task_id == C.c.task_id, Q.c.escalated_at.isnot(None))]
@@ -222,19 +229,10 @@ class ClaimStore:
 
     def reassign(self, task_id: str, to: str, to_senior: bool) -> Claim:
         """Hand a task (held or not) to `to` with a fresh lease; the previous holder's claim becomes stale."""
-        now, token = self.clock(), secrets.token_urlsafe(16)
-        self._ensure_row(task_id)
-        guard = [C.c.task_id == task_id, C.c.decided.is_(None),
-                 exists().where(Q.c.task_id == C.c.task_id, Q.c.decision.is_(None))]
-        if not to_senior:
-            guard += [C.c.escalated == false(),
-                      ~exists().where(Q.c.task_id == C.c.task_id, Q.c.escalated_at.isnot(None))]
-        stmt = update(C).where(*guard).values(holder=to, token=token, claimed_at=now,
-                                              lease_expires=now + self.lease_s, version=C.c.version + 1)
-        with self.engine.begin() as conn:
-            if conn.execute(stmt).rowcount != 1:
-                raise self._why_not(task_id, to, to_senior)
-        return Claim(task_id, to, token, now + self.lease_s)
+        claim = self._take(task_id, to, to_senior, free_only=False)
+        if claim is None:
+            raise self._why_not(task_id, to, to_senior)
+        return claim
 
     # ---- decisions --------------------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hallmark.config import HallmarkConfig
-from hallmark.web import error_response, invalid
+from hallmark.web import declared_over, error_response, invalid
 from review_ui.http import SESSION_COOKIE
 from review_ui.service import Console, ConsoleConfig, ConsoleError
 
@@ -72,8 +72,7 @@ def create_app(settings: HallmarkConfig, config: ConsoleConfig | None = None,
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > console.config.max_body:
+        if declared_over(request, console.config.max_body):
             response = failure(request, ConsoleError(413, f"request body larger than {console.config.max_body} bytes"))
         else:
             response = await call_next(request)

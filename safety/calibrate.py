@@ -9,6 +9,7 @@ import re
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -215,10 +216,11 @@ def write_thresholds(pack_path: Path, pack: PolicyPack, out: Path, version: str)
     out.write_text(text, encoding="utf-8")
 
 
-def language_table(examples: list[Example], verdicts: list[Verdict]) -> str:
-    """Per language: minors blocked, other harmful caught (review or block), benign not allowed; pooled last."""
+def language_table(examples: list[Example], verdicts: list[Verdict], zero_tolerance: Sequence[str]) -> str:
+    """Per language: zero-tolerance categories (the pack's `review.zero_tolerance`: minors) blocked, other harmful
+    caught (review or block), benign not allowed; pooled last."""
     langs = list(dict.fromkeys(e.lang for e in examples))
-    lines = [f"{'lang':<6} {'minors blocked':>15} {'others caught':>14} {'benign not allowed':>19}"]
+    lines = [f"{'lang':<6} {'zero-tol. blocked':>15} {'others caught':>14} {'benign not allowed':>19}"]
     totals = np.zeros(6, int)
     for lang in langs + ["pooled"]:
         if lang == "pooled":
@@ -228,7 +230,7 @@ def language_table(examples: list[Example], verdicts: list[Verdict]) -> str:
             for e, v in zip(examples, verdicts):
                 if e.lang != lang:
                     continue
-                k = 0 if e.label == "csam" else 4 if e.label == BENIGN else 2
+                k = 0 if e.label in zero_tolerance else 4 if e.label == BENIGN else 2
                 c[k] += 1
                 c[k + 1] += (v.decision == Decision.BLOCK) if k == 0 else (v.decision != Decision.ALLOW)
             totals += c

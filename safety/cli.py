@@ -134,7 +134,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print()
     print(format_table("[all]", evaluate(gate, examples)))
     print("\n[per language, all development prompts]")
-    print(language_table(examples, gate.screen([e.text for e in examples])))
+    print(language_table(examples, gate.screen([e.text for e in examples]), pack.review.zero_tolerance))
     print("\nthresholds and margins (similarity after benign-anchor contrast; calib half):")
     print(format_margins(margins))
     if args.write:

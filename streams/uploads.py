@@ -14,7 +14,7 @@ from typing import Callable
 
 from fastapi import FastAPI, Request, UploadFile
 
-from hallmark.web import error, error_response
+from hallmark.web import declared_over, error, error_response
 from provenance.images import ImageError, ImageLimits, decode, encode_png
 from provenance.store import BlobStore
 
@@ -64,8 +64,7 @@ def register_uploads(app: FastAPI, blobs: BlobStore, tenant_of: Callable[[Reques
         tenant = tenant_of(request)
         if tenant is None:
             return error(401, "missing or unknown API key (send 'Authorization: Bearer <key>')")
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > max_bytes + MULTIPART_SLACK:
+        if declared_over(request, max_bytes + MULTIPART_SLACK):
             return error(413, f"file is larger than {max_bytes} bytes")
         if file is None:
             return error(422, "send the image as multipart form field 'file'")

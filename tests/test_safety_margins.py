@@ -137,7 +137,7 @@ def test_format_margins_and_language_table_shapes():
     text = format_margins([m])
     assert "violence      0.500    0.560" in text and "+0.030" in text and "a quiet lake" in text
     ex = load_devset()[:3]
-    table = language_table(ex, [replace_decision(Decision.BLOCK)] * 3)
+    table = language_table(ex, [replace_decision(Decision.BLOCK)] * 3, ("csam",))
     assert table.splitlines()[0].startswith("lang") and table.splitlines()[-1].startswith("pooled")
 
 
