@@ -60,7 +60,8 @@ def fold_char(ch: str) -> str:
             continue
         if unicodedata.category(c) == "Cf":  # zero-width joiners/spaces, bidi marks
             continue
-        c = CONFUSABLES.get(c, c).casefold()
+        # a listed capital keeps its own look-alike (Greek "Η" is h); any other capital takes its lower case's
+        c = CONFUSABLES[c] if c in CONFUSABLES else CONFUSABLES.get(c.casefold(), c.casefold())
         parts = unicodedata.normalize("NFD", c)
         marks = [d for d in parts if unicodedata.category(d).startswith("M")]
         if marks and all(_STRIPPABLE.match(d) for d in marks):
