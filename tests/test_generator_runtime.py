@@ -94,6 +94,16 @@ def test_bad_requests_name_the_problem(engine, change, code):
     assert isinstance(result, RequestError) and result.code == code
 
 
+def test_abort_all_drops_waiting_running_and_failed_requests_and_the_engine_goes_on(engine):
+    running = engine.add_request(GenerationRequest(prompt="a red circle", seed=1, steps=6))
+    engine.step()  # admitted and one step in
+    waiting = engine.add_request(GenerationRequest(prompt="a blue square", seed=2, steps=6))
+    failed = engine.add_request(GenerationRequest(prompt="a red circle", steps=0))
+    assert sorted(engine.abort_all()) == sorted([running, waiting, failed]) and not engine.has_unfinished()
+    (after,) = engine.generate([GenerationRequest(prompt="a red circle", seed=1, steps=6)])
+    assert not isinstance(after, RequestError)
+
+
 def test_missing_or_incomplete_model_folder(tmp_path):
     with pytest.raises(ModelError, match="does not exist"):
         Engine.for_folder(tmp_path / "nope")

@@ -122,6 +122,15 @@ class Engine:
     def has_unfinished(self) -> bool:
         return bool(self.failed or self.scheduler.waiting or self.scheduler.running)
 
+    def abort_all(self) -> list[int]:
+        """Drop every waiting, running and failed request; returns their ids (their owners are told by the caller)."""
+        ids = [rid for rid, _ in self.failed] + [w.request_id for w in self.scheduler.waiting]
+        ids += [s.request_id for s in self.scheduler.running]
+        self.failed = []
+        self.scheduler.waiting.clear()
+        self.scheduler.running.clear()
+        return ids
+
     def step(self) -> list[tuple[int, GenerationResult]]:
         """Admit, run one denoiser step for one group, retire finished sequences; returns what finished."""
         out: list[tuple[int, GenerationResult]] = list(self.failed)

@@ -73,20 +73,13 @@ class ServingLoop:
                 done = self.engine.step()
             except Exception as exc:  # the engine fails groups itself; this is a bug: fail everyone, keep serving
                 log.error("engine step failed (%s); failing %d requests", exc.__class__.__name__, len(owners))
-                _abort_all(self.engine)
+                self.engine.abort_all()
                 done = [(rid, RequestError("generation_error", f"generation failed ({exc.__class__.__name__})"))
                         for rid in owners]
             now = time.perf_counter()
             for request_id, result in done:
                 item = owners.pop(request_id)
                 _settle(item, Finished(result, (now - item.at) * 1000))
-
-
-def _abort_all(engine: Engine) -> None:
-    """Drop every waiting and running request (their owners are told by the caller)."""
-    engine.scheduler.waiting.clear()
-    engine.scheduler.running.clear()
-    engine.failed.clear()
 
 
 def _settle(item: _Submitted, value: Finished) -> None:
