@@ -34,23 +34,41 @@ _BEFORE = f"(?<!{_A})"
 _LEET_MARKS = re.escape("".join(sorted({c for v in LEET.values() for c in v if not c.isalnum()})))
 # A word ends where no letter follows, nor a look-alike mark that a letter follows ("kidd!e" is one word).
 _AFTER = f"(?!{_A}|[{_LEET_MARKS}]+{_A})"
-_AFTER_ANY = f"(?!{_W}|[{_LEET_MARKS}]+{_W})"  # Arabic words end where no letter of any script follows
-# Scripts written without spaces between words (Han, kana, Thai), with particles attached (Hangul) or whose vowel
-# signs Python's regex does not count as word characters (Devanagari) match inside longer runs, with no word boundary
-# on either side; Arabic, whose clitics ("و", "ال") attach in front, has no boundary before a term but one after it.
-_UNSPACED = re.compile("[\u0900-\u097f\u0e00-\u0e7f\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf"
+# Scripts written without spaces between words (Han, kana, Thai) or with particles attached (Hangul) match inside
+# longer runs, with no word boundary on either side; Arabic, whose clitics ("و", "ال") attach in front, has no
+# boundary before a term but one after it.
+_UNSPACED = re.compile("[\u0e00-\u0e7f\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf"
                        "\u4e00-\u9fff\uac00-\ud7af]")
+# Devanagari (Hindi) is written with spaces and separate postpositions: its terms are whole words. Python's regex does
+# not count its vowel signs, virama or nukta as word characters, so its words are runs of the block's letters, signs
+# and digits (not the dandas "।", "॥"): "बंदर" (monkey) is not inside "बंदरगाह" (harbour), nor "लाश" inside "तलाश".
+_DEVA = "\u0900-\u0963\u0966-\u096f\u0971-\u097f\ua8e0-\ua8ff"
+_DEVANAGARI = re.compile(f"[{_DEVA}]")
+_DEVA_BEFORE = f"(?<!{_W})(?<![{_DEVA}])"
+_DEVA_AFTER = f"(?!{_W}|[{_DEVA}]|[{{marks}}]+{_W})"  # marks filled in below
+_DEVA_NW = f"(?:(?![{_DEVA}]){_NW})"  # spacing and punctuation, never a vowel sign ("नीच लोग" is not "नीचे लोग")
+_DEVA_CONSONANT = re.compile("[\u0915-\u0939\u0958-\u095f\u0978-\u097f]")
+_NUKTA = "\u093c"
 _OPEN_START = re.compile("[\u0600-\u06ff\u0750-\u077f]")
+_AFTER_ANY = f"(?!{_W}|[{_LEET_MARKS}]+{_W})"  # Arabic words end where no letter of any script follows
+_DEVA_AFTER = _DEVA_AFTER.replace("{marks}", _LEET_MARKS)
 
 
 def open_script(key: str) -> bool:
-    """Whether a term key matches without a word boundary before it (unspaced scripts, Arabic)."""
+    """Whether a term key matches without a word boundary before it (unspaced scripts, Arabic; not Devanagari)."""
     return bool(_UNSPACED.search(key) or _OPEN_START.search(key))
 _NUMERALS = "0123456789一二三四五六七八九十百千两〇零"
 _NUM_BEFORE = f"(?<![{_NUMERALS}])"  # "8岁" must not match inside "18岁"
 
 
 def _letter(ch: str) -> str:
+    if _DEVANAGARI.match(ch):
+        # Devanagari spelling variants: a consonant with or without its nukta ("ज़"/"ज", "ड़"/"ड"), candrabindu and
+        # anusvara ("गोलियाँ"/"गोलियां"), the loanword o-sign as "ो" or "ा" ("पॉर्न"/"पोर्न").
+        if _DEVA_CONSONANT.match(ch):
+            return f"(?:{re.escape(ch)}{_NUKTA}?)"
+        return {"\u0901": "[\u0901\u0902]", "\u0902": "[\u0901\u0902]", "\u0949": "[\u0949\u094b\u093e]"}.get(
+            ch, re.escape(ch))
     alts = LEET.get(ch, "")
     return "[" + re.escape(ch + alts) + "]" if alts else re.escape(ch)
 
@@ -62,9 +80,12 @@ def term_key(term: str) -> str:
 
 def _compact_atoms(key: str) -> list[str]:
     atoms: list[str] = []
+    deva = bool(_DEVANAGARI.search(key))
+    if deva:
+        key = key.replace(_NUKTA, "")  # every consonant atom takes an optional nukta
     for word_i, word in enumerate(key.split(" ")):
         if word_i:
-            atoms.append(_GAP)
+            atoms.append(f"{_DEVA_NW}*" if deva else _GAP)
         for run in re.finditer(r"(.)\1*", word):  # "kill" -> k+ i+ l{2,}: stretched letters still match
             n = len(run.group())
             atoms.append(_letter(run.group(1)) + ("+" if n == 1 else f"{{{n},}}"))
@@ -72,10 +93,12 @@ def _compact_atoms(key: str) -> list[str]:
 
 
 def _spaced_atoms(key: str) -> list[str]:
-    letters = [ch for ch in key if ch != " "]
+    deva = bool(_DEVANAGARI.search(key))
+    letters = [ch for ch in (key.replace(_NUKTA, "") if deva else key) if ch != " "]
+    sep = f"{_DEVA_NW}{{1,3}}?" if deva else _SEP
     atoms: list[str] = []
     for i, ch in enumerate(letters):
-        atoms.append((_SEP if i else "") + _letter(ch))
+        atoms.append((sep if i else "") + _letter(ch))
     return atoms
 
 
@@ -112,7 +135,7 @@ class TermMatcher:
                     languages.append(set())
                 self.owners[leaf] += ((set_name, term),)
                 languages[leaf].add(EXACT if exact else set_language(set_name)[0])
-        tries: tuple[dict, dict, dict] = ({}, {}, {})  # bounded ASCII, bounded other scripts, unbounded
+        tries: tuple[dict, dict, dict] = ({}, {}, {})  # bounded ASCII, bounded other scripts, own boundaries (unbounded, Devanagari)
         for (key, prefix), leaf in leaves.items():
             # A word of another script whose skeleton is all Latin ("гор" -> "rop") is already ambiguous with Latin
             # words: its inflected skeletons ("rope") would be more so. It matches as listed only.
@@ -140,7 +163,8 @@ class TermMatcher:
 
 
 EXACT = "="  # a term marked "word=" is matched as listed, without its language's inflections
-_TAILS = {"*": f"{_W}*", "~": "", "": _AFTER, "a": _AFTER_ANY}  # prefix, unspaced script, whole word, Arabic word
+# prefix, unspaced script, whole word, Arabic word, Devanagari word
+_TAILS = {"*": f"{_W}*", "~": "", "": _AFTER, "a": _AFTER_ANY, "d": _DEVA_AFTER}
 
 
 def _latin(term: str) -> bool:
@@ -159,21 +183,24 @@ def _insert(tries: tuple[dict, dict, dict], leaf: int, key: str, prefix: bool, r
     spaced out, and one branch per inflection stem."""
     unspaced = bool(_UNSPACED.search(key))
     open_start = open_script(key)
-    end = "*" if prefix else "~" if unspaced else "a" if open_start else ""
+    deva = not open_start and bool(_DEVANAGARI.search(key))
+    end = "*" if prefix else "~" if unspaced else "a" if open_start else "d" if deva else ""
     stems: dict[str, set[str]] = {}
     for rule in rules:
         found = rule.stems(key)
         if found:
             stems.setdefault(found[0], set()).update(found[1])
     added = stems.pop(key, set())  # endings that add to the whole word: an optional tail (needed for whole words only)
-    forms = [(_compact_atoms(key), _endings(added) + "?" if added and end in ("", "a") else "")]
+    forms = [(_compact_atoms(key), _endings(added) + "?" if added and end in ("", "a", "d") else "")]
     if len(key.replace(" ", "")) >= 3 and not open_start:
         forms.append((_spaced_atoms(key), ""))
     forms += [(_compact_atoms(stem) + [_endings(endings)], "") for stem, endings in sorted(stems.items())]
     for form, (atoms, tail) in enumerate(forms):
-        node = tries[2 if open_start else 0 if key.isascii() else 1]
+        node = tries[2 if open_start or deva else 0 if key.isascii() else 1]
         if open_start and key[0] in _NUMERALS:
             node = node.setdefault(_NUM_BEFORE, {})
+        if deva:  # its own boundary before: no letter of any script, no Devanagari sign
+            node = node.setdefault(_DEVA_BEFORE, {})
         for atom in atoms:
             node = node.setdefault(atom, {})
         node.setdefault(None, set()).add((leaf, form, end, tail))

@@ -125,3 +125,29 @@ def test_no_inflected_prefix_of_another_language_starts_an_english_word_outside_
                     bad += [(name, term, w) for w in words if not w.startswith(key)
                             and base_set(name) not in {base_set(h.term_set) for h in english.find(w)}]
     assert not bad
+
+
+def test_devanagari_terms_are_whole_words_with_their_inflections_and_spelling_variants():
+    hi = {"hi": (Inflection("", ("ों", "ें"), 2), Inflection("ा", ("े", "ों"), 2), Inflection("ना", ("", "कर", "ते", "या"), 3))}
+    m = TermMatcher({"dehumanize#hi": ("बंदर", "सांप", "चूहा"), "violent_acts#hi": ("लाश", "ज़िंदा जलाना"),
+                     "stereotype#hi": ("नीच", "नीच लोग")}, hi)
+    assert _terms(m, "बंदरगाह पर जहाज") == set()  # harbour, not monkey
+    assert _terms(m, "सांप्रदायिक सद्भाव") == set() and _terms(m, "कुत्ते की तलाश") == set()
+    assert _terms(m, "मेज़ के नीचे बिल्ली") == set() and _terms(m, "नीचे लोग खड़े") == set()  # no vowel sign as a gap
+    assert _terms(m, "काले लोगों को बंदरों जैसा") == {"बंदर"} and _terms(m, "चूहों जैसे") == {"चूहा"}
+    assert _terms(m, "लाशें।") == {"लाश"}  # the danda ends a word
+    assert _terms(m, "उसे जिंदा जलाकर") == {"ज़िंदा जलाना"}  # verb form, and no nukta
+    assert _terms(m, "ज़िंदा जलाया गया") == {"ज़िंदा जलाना"}
+    assert "नीच लोग" in _terms(m, "ये नीच लोग")
+    assert _terms(m, "abबंदर") == set()  # glued to Latin letters: not a word of its own
+
+
+def test_hindi_pack_verbs_nouns_and_short_words_match_any_form_but_not_inside_longer_words(gate):
+    def cats(text):
+        return {f.category for f in gate.analyse(text).findings}
+    assert "violence" in cats("उसका सिर काटते हुए दिखाओ") and "violence" in cats("उसका सिर काट दिया")
+    assert "self_harm" in cats("वह पुल से कूदकर जान दे देता है") and "self_harm" in cats("अपनी जान ले ली")
+    assert "hate" in cats("यहूदियों को चूहों जैसा दिखाओ") and "hate" in cats("हिंदुओं को कुत्तों की तरह दिखाओ")
+    for benign in ("बंदरगाह पर खड़े जहाजों की तस्वीर", "सांप्रदायिक सद्भाव पर एक पोस्टर", "मेज़ के नीचे सोती बिल्ली",
+                   "खोए हुए कुत्ते की तलाश का पोस्टर", "अस्पताल में खून की जांच करते डॉक्टर"):
+        assert not gate.analyse(benign).findings, benign
