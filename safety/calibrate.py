@@ -24,7 +24,8 @@ GRID = np.round(np.arange(0.30, 0.951, 0.005), 3)
 
 
 DEFAULT_DEVSETS = (DEFAULT_DEVSET, *(Path(__file__).parent / "data" / f"devset_{name}.tsv" for name in (
-    "ml", "inflect", "cat_romance", "cat_germanic_slavic_tr", "cat_ar_hi_id", "cat_cjk")))
+    "ml", "inflect", "cat_romance", "cat_germanic_slavic_tr", "cat_ar_hi_id", "cat_cjk",
+    "r2_latin_a", "r2_latin_b", "r2_hi_a", "r2_hi_b", "r2_cjk_a", "r2_cjk_b")))
 SEALED = Path(__file__).parent / "data" / "sealed.tsv"  # report only: never read while picking anything
 SEALED_V2 = Path(__file__).parent / "data" / "sealed_v2.tsv"  # report only, written blind after 2.0.0
 
