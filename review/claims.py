@@ -162,20 +162,17 @@ class ClaimStore:
             if not candidates:
                 return None
             for task in candidates:
-                claim = self._try_claim(who, senior, task.task_id)
+                claim = self._take(task.task_id, who, senior, free_only=True)
                 if claim:
                     return claim
         return None
 
     def claim(self, who: str, senior: bool, task_id: str) -> Claim:
         """Claim one task; ClaimError says why not (unknown, decided, senior only, held by someone else)."""
-        claim = self._try_claim(who, senior, task_id)
+        claim = self._take(task_id, who, senior, free_only=True)
         if claim:
             return claim
         raise self._why_not(task_id, who, senior)
-
-    def _try_claim(self, who: str, senior: bool, task_id: str) -> Claim | None:
-        return self._take(task_id, who, senior, free_only=True)
 
     def _take(self, task_id: str, who: str, senior: bool, free_only: bool) -> Claim | None:
         """Give an open task to `who` with a fresh lease in one conditional UPDATE (only if unheld or its lease ran

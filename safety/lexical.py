@@ -45,13 +45,12 @@ _UNSPACED = re.compile("[\u0e00-\u0e7f\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3
 _DEVA = "\u0900-\u0963\u0966-\u096f\u0971-\u097f\ua8e0-\ua8ff"
 _DEVANAGARI = re.compile(f"[{_DEVA}]")
 _DEVA_BEFORE = f"(?<!{_W})(?<![{_DEVA}])"
-_DEVA_AFTER = f"(?!{_W}|[{_DEVA}]|[{{marks}}]+{_W})"  # marks filled in below
+_DEVA_AFTER = f"(?!{_W}|[{_DEVA}]|[{_LEET_MARKS}]+{_W})"
 _DEVA_NW = f"(?:(?![{_DEVA}]){_NW})"  # spacing and punctuation, never a vowel sign ("नीच लोग" is not "नीचे लोग")
 _DEVA_CONSONANT = re.compile("[\u0915-\u0939\u0958-\u095f\u0978-\u097f]")
 _NUKTA = "\u093c"
 _OPEN_START = re.compile("[\u0600-\u06ff\u0750-\u077f]")
 _AFTER_ANY = f"(?!{_W}|[{_LEET_MARKS}]+{_W})"  # Arabic words end where no letter of any script follows
-_DEVA_AFTER = _DEVA_AFTER.replace("{marks}", _LEET_MARKS)
 
 
 def open_script(key: str) -> bool:
@@ -135,7 +134,8 @@ class TermMatcher:
                     languages.append(set())
                 self.owners[leaf] += ((set_name, term),)
                 languages[leaf].add(EXACT if exact else set_language(set_name)[0])
-        tries: tuple[dict, dict, dict] = ({}, {}, {})  # bounded ASCII, bounded other scripts, own boundaries (unbounded, Devanagari)
+        # bounded ASCII, bounded other scripts, own boundaries (unbounded scripts, Arabic, Devanagari)
+        tries: tuple[dict, dict, dict] = ({}, {}, {})
         for (key, prefix), leaf in leaves.items():
             # A word of another script whose skeleton is all Latin ("гор" -> "rop") is already ambiguous with Latin
             # words: its inflected skeletons ("rope") would be more so. It matches as listed only.
