@@ -51,6 +51,8 @@ _DEVA_CONSONANT = re.compile("[\u0915-\u0939\u0958-\u095f\u0978-\u097f]")
 _NUKTA = "\u093c"
 _OPEN_START = re.compile("[\u0600-\u06ff\u0750-\u077f]")
 _AFTER_ANY = f"(?!{_W}|[{_LEET_MARKS}]+{_W})"  # Arabic words end where no letter of any script follows
+# Text that a term of those three (unspaced scripts, Arabic, Devanagari) can match in holds a letter of one of them.
+_OPEN_TEXT = re.compile(f"{_UNSPACED.pattern}|{_OPEN_START.pattern}|{_DEVANAGARI.pattern}")
 
 
 def open_script(key: str) -> bool:
@@ -86,8 +88,10 @@ def _compact_atoms(key: str) -> list[str]:
         if word_i:
             atoms.append(f"{_DEVA_NW}*" if deva else _GAP)
         for run in re.finditer(r"(.)\1*", word):  # "kill" -> k+ i+ l{2,}: stretched letters still match
-            n = len(run.group())
-            atoms.append(_letter(run.group(1)) + ("+" if n == 1 else f"{{{n},}}"))
+            # written "k k*": an alternative that starts with a letter (not a repeat) is skipped by the regex engine
+            # without entering it when the letter differs, and shares its first letter with the spaced form
+            letter = _letter(run.group(1))
+            atoms += [letter] * len(run.group()) + [letter + "*"]
     return atoms
 
 
@@ -109,7 +113,7 @@ class TermHit:
 
 
 class TermMatcher:
-    """Finds every listed term of every set in a text; longest term wins where terms overlap.
+    """Finds every listed term of every set in a text: at each start, one term per base set.
 
     `inflections` (by set language, None for the untagged base sets) adds each term's inflected forms to the same
     pattern: endings that add to the word ("sexy" + s) as an optional tail, endings that replace one ("nena" ->
@@ -119,8 +123,32 @@ class TermMatcher:
     def __init__(self, sets: dict[str, tuple[str, ...]],
                  inflections: Mapping[str | None, tuple[Inflection, ...]] | None = None):
         self.owners: list[tuple[tuple[str, str], ...]] = []  # leaf id -> ((set, term), ...)
+        # One scan per channel: a regex reports one alternative per start, so a term of one base set ("脱がす", a
+        # sexual word) would hide another set's term at the same place (the same word, listed as non-consensual).
+        # Within a channel any hit at a start reports the right base set; across channels nothing hides.
+        channels: dict[str, dict[str, tuple[str, ...]]] = {}
+        for set_name, terms in sets.items():
+            channels.setdefault(_channel(set_name), {})[set_name] = terms
+        scans: tuple[list[re.Pattern], list[re.Pattern], list[re.Pattern]] = ([], [], [])
+        for channel_sets in channels.values():
+            for k, trie in enumerate(self._tries(channel_sets, inflections or {})):
+                if trie:
+                    scans[k].append(re.compile((_BEFORE if k < 2 else "") + _emit(trie)))
+        self._scans = tuple(tuple(s) for s in scans)
+        # A term is evidence of its language only when no other language (nor the base lists) has it: "sexy" is not.
+        by_key: dict[tuple[str, bool], list[tuple[str, str]]] = {}
+        for set_name, terms in sets.items():
+            for term in terms:
+                by_key.setdefault((term_key(term.rstrip("=").rstrip("*")), term.rstrip("=").endswith("*")),
+                                  []).append((set_name, term))
+        self.evidence = frozenset(owner for owners in by_key.values() for owner in owners
+                                  if len({set_language(s)[0] for s, _ in owners}) == 1 and set_language(owner[0])[0])
+
+    def _tries(self, sets: dict[str, tuple[str, ...]],
+               inflections: Mapping[str | None, tuple[Inflection, ...]]) -> tuple[dict, dict, dict]:
+        """The tries of one channel (bounded ASCII, bounded other scripts, own boundaries); leaves added to owners."""
         leaves: dict[tuple[str, bool], int] = {}
-        languages: list[set[str | None]] = []
+        languages: dict[int, set[str | None]] = {}
         for set_name, terms in sets.items():
             for term in terms:
                 exact = term.endswith("=")  # "tanga=": as listed only, never inflected ("tango" is not a tanga)
@@ -128,38 +156,44 @@ class TermMatcher:
                 key = term_key(term.rstrip("=").rstrip("*"))
                 if not key or key.startswith(" ") or "  " in key or _KEY.sub(" ", key) != key:
                     raise ValueError(f"term set {set_name!r}: term {term!r} has no letters or odd characters")
-                leaf = leaves.setdefault((key, prefix), len(leaves))
+                leaf = leaves.setdefault((key, prefix), len(self.owners))
                 if leaf == len(self.owners):
                     self.owners.append(())
-                    languages.append(set())
+                    languages[leaf] = set()
                 self.owners[leaf] += ((set_name, term),)
                 languages[leaf].add(EXACT if exact else set_language(set_name)[0])
-        # bounded ASCII, bounded other scripts, own boundaries (unbounded scripts, Arabic, Devanagari)
         tries: tuple[dict, dict, dict] = ({}, {}, {})
         for (key, prefix), leaf in leaves.items():
             # A word of another script whose skeleton is all Latin ("гор" -> "rop") is already ambiguous with Latin
             # words: its inflected skeletons ("rope") would be more so. It matches as listed only.
             skeleton = key.isascii() and not any(_latin(term) for _, term in self.owners[leaf])
             rules = [] if skeleton or EXACT in languages[leaf] else [
-                r for lang in sorted(languages[leaf], key=str) for r in (inflections or {}).get(lang, ())]
+                r for lang in sorted(languages[leaf], key=str) for r in inflections.get(lang, ())]
             _insert(tries, leaf, key, prefix, rules)
-        # ASCII text (after normalisation) can only hold ASCII terms: the other two scans run on other text only.
-        self._regexes = tuple(re.compile((_BEFORE if k < 2 else "") + _emit(t)) if t else None
-                              for k, t in enumerate(tries))
+        return tries
 
     def find(self, text: str) -> list[TermHit]:
         return self.find_normalized(normalize(text))
 
     def find_normalized(self, norm: Normalized) -> list[TermHit]:
         hits: list[TermHit] = []
-        for regex in self._regexes[:1] if norm.text.isascii() else self._regexes:
-            m = regex.search(norm.text) if regex is not None else None
+        text = norm.text
+        # ASCII text (after normalisation) can only hold ASCII terms; the third scan only text of its scripts.
+        scans = self._scans[0] if text.isascii() else self._scans[0] + self._scans[1] + (
+            self._scans[2] if _OPEN_TEXT.search(text) else ())
+        for regex in scans:
+            m = regex.search(text)
             while m is not None:  # every start, not just non-overlapping matches: "a n a k e d" has "anak", "naked"
                 leaf = int(m.lastgroup[1:].split("_")[0])
                 span = norm.span_in_source(m.start(), m.end())
                 hits.extend(TermHit(s, t, span) for s, t in self.owners[leaf])
-                m = regex.search(norm.text, m.start() + 1)
+                m = regex.search(text, m.start() + 1)
         return hits
+
+
+def _channel(set_name: str) -> str:
+    """The scan a set's terms go into: its base set, conditional sets apart (what the rules tell apart)."""
+    return base_set(set_name) + ("?" if set_language(set_name)[1] else "")
 
 
 EXACT = "="  # a term marked "word=" is matched as listed, without its language's inflections
@@ -234,6 +268,15 @@ class LexicalFinding:
 ALLOW_SET = "allow"  # phrases that clear the hits they overlap ("naked mole rat", "shooting star")
 
 
+def live_hits(hits: list[TermHit]) -> list[TermHit]:
+    """The hits that no allow phrase covers ("naked" inside "naked mole rat"), allow hits dropped."""
+    allowed = [h.span for h in hits if base_set(h.term_set) == ALLOW_SET]
+    if not allowed:
+        return hits
+    return [h for h in hits if base_set(h.term_set) != ALLOW_SET
+            and not any(a[0] <= h.span[0] and h.span[1] <= a[1] for a in allowed)]
+
+
 @dataclass(frozen=True)
 class LexicalAnalysis:
     """What the lexical gate saw in one prompt: rule findings, the base sets hit, and the likeliest language."""
@@ -262,11 +305,6 @@ class LexicalGate:
         self.rules = rules
         self.matcher = matcher or TermMatcher(sets, inflections)
         self.detector = detector
-        # A term is evidence of its language only when no other language (nor the base lists) has it: "sexy" is not.
-        self._evidence = frozenset(
-            owner for owners in self.matcher.owners for owner in owners
-            if len({set_language(s)[0] for s, _ in owners}) == 1 and set_language(owner[0])[0]
-        )
 
     def with_rules(self, rules: tuple[LexicalRule, ...]) -> LexicalGate:
         """Same compiled terms, other rules (a region's overrides change actions, not terms)."""
@@ -277,19 +315,19 @@ class LexicalGate:
 
     def analyse(self, text: str) -> LexicalAnalysis:
         norm = normalize(text)
-        hits = self.matcher.find_normalized(norm)
-        allowed = [h.span for h in hits if base_set(h.term_set) == ALLOW_SET]
-        live = [h for h in hits if base_set(h.term_set) != ALLOW_SET
-                and not any(a[0] <= h.span[0] and h.span[1] <= a[1] for a in allowed)] if allowed else hits
+        live = live_hits(self.matcher.find_normalized(norm))
         scores = self.detector.scores(text, norm.text) if self.detector else {}
         for h in live:
             lang, cond = set_language(h.term_set)
-            if not cond and (h.term_set, h.term) in self._evidence:
+            if not cond and (h.term_set, h.term) in self.matcher.evidence:
                 scores[lang] = scores.get(lang, 0.0) + 1
         by_set: dict[str, list[tuple[int, int]]] = {}
+        likeliest = max(scores.values(), default=0.0)
         for h in live:
             lang, cond = set_language(h.term_set)
-            if not cond or scores.get(lang, 0.0) > 0:
+            # a homograph reads as that language's word only where that language is the likeliest (ties count):
+            # "de" makes no Spanish prompt French ("cinturones negros" is not the French slur)
+            if not cond or 0.0 < likeliest <= scores.get(lang, 0.0):
                 by_set.setdefault(base_set(h.term_set), []).append(h.span)
         out = []
         for rule in self.rules if by_set else ():
