@@ -59,7 +59,11 @@ class GenerationStage(Stage):
     writes = ("images",)
     batch_size = 16
     batch_within_s = 0.3
-    concurrency = 4  # Kafka batches in the engine at once (offsets commit up to the oldest unfinished one)
+    # Kafka batches in the engine at once (offsets commit up to the oldest unfinished one). The engine queues what
+    # does not fit its step batch, so this only bounds what waits outside it: with 4, a burst that reached the stage
+    # in five or more small batches left the fifth waiting for a whole batch to finish (bench/pipeline.py: rounds
+    # with 30 s generation tails whenever the gate's batches split a burst).
+    concurrency = 16
 
     async def start(self) -> None:
         self.blobs = BlobStore(self.settings.blob_dir)
