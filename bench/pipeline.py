@@ -2,6 +2,7 @@
 
     python bench/pipeline.py                      # 10 rounds × 10 requests per mode, interleaved
     python bench/pipeline.py --only secure --rounds 2
+    python bench/pipeline.py --rounds 6 --spread    # also how each round's burst spread out on its way
 
 It starts two brokers and two sets of stage processes in a temp dir: `secure` (SASL/SCRAM, ACLs, prompts sealed
 to the tenant's key) and `plain` (neither), then runs rounds of requests submitted as a tenant on its own topic,
@@ -103,6 +104,20 @@ def run_round(settings: HallmarkConfig, tenant: str, n: int, steps: int, timeout
     return list(asyncio.run(events_of(settings.operator_client(), ids)).values()), time.monotonic() - started
 
 
+def spread(found: list) -> str:
+    """How a round's burst spread out on its way: first to last event of each kind, and the last image's lag."""
+    def times(kind: str) -> list[float]:
+        return sorted(e.occurred_at.timestamp() for evs in found for e in evs if e.event_type == kind)
+
+    submitted, verdicts, jobs, images = (times(k) for k in ("request.submitted", "prompt.verdict", "job.created",
+                                                              "image.generated"))
+    if not (submitted and verdicts and jobs and images):
+        return "incomplete"
+    return (f"spread ms: submitted {1000 * (submitted[-1] - submitted[0]):.0f}, verdicts "
+            f"{1000 * (verdicts[-1] - verdicts[0]):.0f}, jobs {1000 * (jobs[-1] - jobs[0]):.0f}; images "
+            f"+{1000 * (images[0] - jobs[0]):.0f} to +{1000 * (images[-1] - jobs[0]):.0f} after the first job")
+
+
 def report(name: str, rounds: list[tuple[list, float]]) -> dict[str, float]:
     """Per-stage and end-to-end latencies (from event timestamps) and throughput; prints them, returns the p50s."""
     lat: dict[str, list[float]] = defaultdict(list)
@@ -158,6 +173,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds one round may take")
     parser.add_argument("--only", choices=("secure", "plain"), help="run one mode instead of both interleaved")
+    parser.add_argument("--spread", action="store_true", help="print how each round's burst spread out per stage")
     args = parser.parse_args()
     modes = [args.only] if args.only else ["secure", "plain"]
     with tempfile.TemporaryDirectory(prefix="hallmark-bench-") as tmp:
@@ -174,7 +190,8 @@ def main() -> int:
                 for mode in (modes if r % 2 == 0 else modes[::-1]):  # interleaved, alternating which goes first
                     rounds[mode].append(run_round(stacks[mode][2], BENCH_TENANT, args.batch, args.steps,
                                                   args.timeout))
-                    print(f"round {r + 1}/{args.rounds} {mode}: {rounds[mode][-1][1]:.1f}s", flush=True)
+                    print(f"round {r + 1}/{args.rounds} {mode}: {rounds[mode][-1][1]:.1f}s"
+                          + (f"  {spread(rounds[mode][-1][0])}" if args.spread else ""), flush=True)
             p50 = {mode: report(mode, rounds[mode]) for mode in modes}
         finally:
             for kafka, stack, _ in stacks.values():
