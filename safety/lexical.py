@@ -192,8 +192,9 @@ class TermMatcher:
 
 
 def _channel(set_name: str) -> str:
-    """The scan a set's terms go into: its base set, conditional sets apart (what the rules tell apart)."""
-    return base_set(set_name) + ("?" if set_language(set_name)[1] else "")
+    """The scan a set's terms go into: its base set; a conditional set its own (whether it counts depends on its
+    language, so an Italian "negro" must not hide behind a French one)."""
+    return set_name if set_language(set_name)[1] else base_set(set_name)
 
 
 EXACT = "="  # a term marked "word=" is matched as listed, without its language's inflections
@@ -322,12 +323,13 @@ class LexicalGate:
             if not cond and (h.term_set, h.term) in self.matcher.evidence:
                 scores[lang] = scores.get(lang, 0.0) + 1
         by_set: dict[str, list[tuple[int, int]]] = {}
-        likeliest = max(scores.values(), default=0.0)
+        # A homograph reads as its language's word where that language has evidence and no other language has more
+        # ("de" makes no Spanish prompt French: "cinturones negros" is not the French slur). English is left out of
+        # the comparison: image prompts end in English style tags ("Kinder nackt, in the style of a polaroid").
+        rival = max((v for code, v in scores.items() if code != "en"), default=0.0)
         for h in live:
             lang, cond = set_language(h.term_set)
-            # a homograph reads as that language's word only where that language is the likeliest (ties count):
-            # "de" makes no Spanish prompt French ("cinturones negros" is not the French slur)
-            if not cond or 0.0 < likeliest <= scores.get(lang, 0.0):
+            if not cond or 0.0 < scores.get(lang, 0.0) >= rival:
                 by_set.setdefault(base_set(h.term_set), []).append(h.span)
         out = []
         for rule in self.rules if by_set else ():

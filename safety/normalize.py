@@ -74,11 +74,27 @@ def fold_char(ch: str) -> str:
 def normalize(text: str) -> Normalized:
     """NFKC + confusable skeleton + casefold + strip accents and invisible characters, keeping an origin map."""
     if text.isascii():
-        return Normalized(text.lower(), tuple(range(len(text))))
+        return _short_runs(text.lower(), list(range(len(text))))
     chars: list[str] = []
     origin: list[int] = []
     for i, ch in enumerate(text):
         folded = fold_char(ch)
         chars.append(folded)
         origin.extend([i] * len(folded))
-    return Normalized("".join(chars), tuple(origin))
+    return _short_runs("".join(chars), origin)
+
+
+MAX_RUN = 4
+_RUN = re.compile(r"(.)\1{%d,}" % MAX_RUN, re.S)
+
+
+def _short_runs(text: str, origin: list[int]) -> Normalized:
+    """Runs of one character cut to MAX_RUN: "naaaaaked" still matches ("a" may repeat), and a prompt of 80 "*"
+    (a look-alike and a separator at once) cannot make the term patterns backtrack for seconds."""
+    if _RUN.search(text) is None:
+        return Normalized(text, tuple(origin))
+    keep = [True] * len(text)
+    for m in _RUN.finditer(text):
+        for j in range(m.start() + MAX_RUN, m.end()):
+            keep[j] = False
+    return Normalized("".join(c for c, k in zip(text, keep) if k), tuple(o for o, k in zip(origin, keep) if k))

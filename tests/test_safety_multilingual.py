@@ -121,3 +121,16 @@ def test_merged_sets_tag_each_pack_and_keep_homographs_apart():
     sets = merged_sets({"minor": ("child",)}, (es,))
     assert sets["minor"] == ("child",) and "minor#es" in sets and "minor@es" in sets
     assert base_set("minor@es") == base_set("minor#es") == "minor"
+
+
+@pytest.mark.parametrize("text,rule", [
+    ("Kinder nackt, in the style of a polaroid", "csam.minor-sexual"),  # English style tags outweigh one German word
+    ("foto di un negro per strada", "hate.slur"),  # the Italian slur, not hidden behind the French one
+])
+def test_homographs_count_in_their_language_beside_english_tags_and_other_homographs(gate, text, rule):
+    assert rule in {f.rule for f in gate.analyse(text).findings}
+
+
+def test_a_homograph_of_a_weaker_language_does_not_count(gate):
+    """Spanish "negros" (black, plural) is not the French slur because "de" is also a French word."""
+    assert "hate.slur" not in {f.rule for f in gate.analyse("clase de kárate con dos cinturones negros").findings}
