@@ -199,13 +199,16 @@ def format_table(title: str, rows: list[Row]) -> str:
 
 
 def write_thresholds(pack_path: Path, pack: PolicyPack, out: Path, version: str) -> None:
-    """Copy the pack file with new cluster thresholds and version, keeping its comments and layout."""
+    """Copy the pack file with new cluster thresholds and version, keeping its comments and layout (files it names
+    stay the same files when the copy is written elsewhere)."""
     text = pack_path.read_text(encoding="utf-8")
     text = re.sub(r'(?m)^version = ".*"$', f'version = "{version}"', text, count=1)
     if out.parent.resolve() != pack_path.parent.resolve():  # keep pointing at this pack's language files
         m = re.search(r'(?m)^language_dir = "(.*)"$', text)
         lang_dir = (pack_path.parent / (m.group(1) if m else "lang")).resolve().as_posix()
         text = re.sub(r'(?m)^language_dir = ".*"$', f'language_dir = "{lang_dir}"', text, count=1)
+        if pack.classifier.model:  # and at its classifier's weights
+            text = re.sub(r'(?m)^model = ".*"$', f'model = "{Path(pack.classifier.model).as_posix()}"', text, count=1)
     for c in pack.clusters:
         if c.category == BENIGN_ANCHOR:
             continue

@@ -35,6 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sc.add_argument("--threads", type=int, default=2)
     sc.set_defaults(func=cmd_calibrate)
 
+    st = sub.add_parser("train-classifier", help="train the n-gram prompt classifier on the labelled sets")
+    st.add_argument("--devset", action="append", help="labelled prompts file (repeatable); default: the shipped sets")
+    st.add_argument("--benign-rate", type=float, default=0.01,
+                    help="share of benign prompts (out of fold) the review threshold may flag (default 0.01)")
+    st.add_argument("--out", help="weights file to write (.npz); default: only print the threshold")
+    st.set_defaults(func=cmd_train_classifier)
+
     se = sub.add_parser("enroll", help="add a protected person's face(s) to a gallery")
     se.add_argument("--gallery", required=True, help="gallery file (.npz), created if missing")
     se.add_argument("--name", required=True, help="the person's id in the gallery")
@@ -95,6 +102,34 @@ def cmd_screen_image(args: argparse.Namespace) -> int:
     for name in args.files:
         v = gate.screen([Path(name)], region=args.region)[0]  # a path: the gate reads it and reports read errors
         print(_line(v, file=name), flush=True)
+    return 0
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> int:
+    from hallmark.cli import CommandError
+
+    from .calibrate import load_devset
+    from .classifier import BENIGN, out_of_fold_harm, review_threshold, train
+
+    if not 0.0 <= args.benign_rate < 1.0:
+        raise CommandError("--benign-rate must be in [0, 1)")
+    try:
+        examples = load_devset(*(args.devset or []))
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"cannot read the development set: {exc}") from exc
+    texts, labels = [e.text for e in examples], [e.label for e in examples]
+    print(f"{len(examples)} labelled prompts; 5-fold out-of-fold scores ...", file=sys.stderr)
+    oof = out_of_fold_harm(texts, labels)
+    threshold = review_threshold(oof, labels, args.benign_rate)
+    print(f"review threshold {threshold:.4f} (flags {args.benign_rate:.1%} of benign prompts out of fold)")
+    print("out of fold, flagged / n by label:")
+    for label in sorted(set(labels)):
+        s = oof[[k for k, lab in enumerate(labels) if lab == label]]
+        print(f"  {label:<10} {int((s >= threshold).sum()):>5}/{len(s):<5} {(s >= threshold).mean():.2f}"
+              + ("  (benign: should be low)" if label == BENIGN else ""))
+    if args.out:
+        train(texts, labels).save(args.out)
+        print(f"wrote {args.out}; set the pack's [classifier] review = {threshold:.4f}")
     return 0
 
 

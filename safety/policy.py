@@ -86,6 +86,14 @@ class SecondOpinion:
 
 
 @dataclass(frozen=True)
+class ClassifierPolicy:
+    """The n-gram classifier (safety.classifier): its weights file and the score at which it asks for review."""
+
+    model: str | None = None  # path of the .npz, relative to the pack file; None: no classifier stage
+    review: float = 1.01  # 1 - P(benign) at or above this -> review (it never blocks)
+
+
+@dataclass(frozen=True)
 class RegionPolicy:
     """The pack resolved for one region: what a gate actually applies."""
 
@@ -97,6 +105,7 @@ class RegionPolicy:
     image: ImagePolicy
     limits: Limits
     second_opinion: SecondOpinion = field(default_factory=SecondOpinion)
+    classifier: ClassifierPolicy = field(default_factory=ClassifierPolicy)
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,7 @@ class PolicyPack:
     # Which prompts the embedding stage reads: "any", or "latin" (only prompts with a Latin letter: the shipped
     # encoder is English-only and scores other scripts as noise; their language packs screen them).
     encoder_scripts: str = "any"
+    classifier: ClassifierPolicy = field(default_factory=ClassifierPolicy)
 
     def for_region(self, region: str = "default") -> RegionPolicy:
         """Apply the region's overrides (cluster thresholds by id or category, rule actions, image thresholds)."""
@@ -133,7 +143,9 @@ class PolicyPack:
         image = replace(self.image, **over.get("image", {}))
         if "face_with_sexual" in over.get("image", {}):
             image = replace(image, face_with_sexual=Decision(image.face_with_sexual))
-        return RegionPolicy(self.id, self.version, region, rules, clusters, image, self.limits, self.second_opinion)
+        classifier = replace(self.classifier, **over.get("classifier", {}))
+        return RegionPolicy(self.id, self.version, region, rules, clusters, image, self.limits, self.second_opinion,
+                            classifier)
 
 
 def load_pack(path: str | Path | None = None) -> PolicyPack:
@@ -182,7 +194,21 @@ def _parse(data: dict, source: Path) -> PolicyPack:
         languages=languages, second_opinion=_second_opinion(data.get("second_opinion", {})),
         inflections=MappingProxyType(inflection_table(languages, lex.get("base_language"))),
         encoder_scripts=_encoder_scripts(data.get("embedding", {})),
+        classifier=_classifier(data.get("classifier", {}), source),
     )
+
+
+def _classifier(data: dict, source: Path) -> ClassifierPolicy:
+    """The `[classifier]` table: weights file (relative to the pack) and review threshold in [0, 1]."""
+    if not data:
+        return ClassifierPolicy()
+    model = source.parent / str(data["model"])
+    if not model.is_file():
+        raise ValueError(f"[classifier] model {model} does not exist")
+    review = float(data["review"])
+    if not 0.0 <= review <= 1.0:
+        raise ValueError(f"[classifier] review must be in [0, 1], not {review}")
+    return ClassifierPolicy(str(model.resolve()), review)
 
 
 def _encoder_scripts(data: dict) -> str:

@@ -8,11 +8,12 @@ from typing import Sequence
 
 import numpy as np
 
+from .classifier import PromptClassifier
 from .embedding import ClusterIndex, Encoder, EncoderConfig
 from .inputs import as_text, prompt_problem
 from .langpacks import LanguageDetector
 from .lexical import LexicalAnalysis, LexicalFinding, LexicalGate
-from .policy import BENIGN_ANCHOR, Cluster, PolicyPack, RegionPolicy
+from .policy import BENIGN_ANCHOR, ClassifierPolicy, Cluster, PolicyPack, RegionPolicy
 from .verdict import Decision, Verdict
 
 SEVERITY = {Decision.ALLOW: 0, Decision.REVIEW: 1, Decision.BLOCK: 2}
@@ -90,6 +91,16 @@ def embedding_verdict(rp: RegionPolicy, sims: np.ndarray, lex: LexicalAnalysis |
     return Verdict(decision, "embedding", rp.pack_id, rp.version, cats, round(s, 4), tuple(reasons))
 
 
+def classifier_verdict(rp: RegionPolicy, v: Verdict, harm: float, category: str) -> Verdict:
+    """An allow the n-gram classifier disputes becomes review (it never blocks, never clears another stage's flag)."""
+    cp: ClassifierPolicy = rp.classifier
+    if v.decision != Decision.ALLOW or harm < cp.review:
+        return v
+    why = f"classifier={category} score={harm:.3f} review>={cp.review:.3f}"
+    return Verdict(Decision.REVIEW, "classifier", rp.pack_id, rp.version, (category,), round(harm, 4),
+                   v.reasons + (why,))
+
+
 class LayeredPromptGate:
     """The prompt gate behind `FailClosed`: heavy pieces are built once, on the first `load()`."""
 
@@ -101,6 +112,7 @@ class LayeredPromptGate:
         self._lock = threading.Lock()
         self._lexical: LexicalGate | None = None
         self._clusters: ClusterIndex | None = None
+        self._classifier: PromptClassifier | None = None
         self._regions: dict[str, tuple[RegionPolicy, LexicalGate]] = {}
 
     def load(self) -> None:
@@ -109,6 +121,8 @@ class LayeredPromptGate:
                 detector = LanguageDetector(self.pack.languages)
                 self._lexical = LexicalGate(dict(self.pack.term_sets), self.pack.rules, detector=detector,
                                             inflections=self.pack.inflections)
+            if self.pack.classifier.model and self._classifier is None:
+                self._classifier = PromptClassifier.load(self.pack.classifier.model)
             if self.use_embedding and self._clusters is None:
                 self._clusters = ClusterIndex(Encoder(self._encoder_config), self.pack.clusters)
 
@@ -151,12 +165,16 @@ class LayeredPromptGate:
         adjusted = contrast(rp.clusters, sims) if sims is not None else None
         row = {k: r for r, k in enumerate(read)}
         skipped = ("embedding=skipped script",) if self._clusters else ()
+        harm, harm_cat = (self._classifier.harm([t for _, t, _, _ in pending]) if self._classifier and pending
+                          else (None, None))
         for k, (i, _, analysis, lex) in enumerate(pending):
             r = row.get(k)
             emb = embedding_verdict(rp, sims[r], analysis, adjusted[r]) if r is not None else None
             if emb is None or (lex is not None and SEVERITY[lex.decision] >= SEVERITY[emb.decision]):
                 emb = lex or Verdict(Decision.ALLOW, "lexical", rp.pack_id, rp.version, (), None,
                                      skipped if r is None else ())
+            if harm is not None:
+                emb = classifier_verdict(rp, emb, float(harm[k]), harm_cat[k])
             verdicts[i] = _with_language(emb, analysis)
         return verdicts
 
