@@ -118,6 +118,9 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         raise CommandError(f"cannot read the development set: {exc}") from exc
     texts, labels = [e.text for e in examples], [e.label for e in examples]
+    counts = {lab: labels.count(lab) for lab in set(labels)}
+    if BENIGN not in counts or len(counts) < 2 or min(counts.values()) < 5:
+        raise CommandError(f"training needs benign and harmful prompts, at least 5 of each label: {counts}")
     print(f"{len(examples)} labelled prompts; 5-fold out-of-fold scores ...", file=sys.stderr)
     oof = out_of_fold_harm(texts, labels)
     threshold = review_threshold(oof, labels, args.benign_rate)

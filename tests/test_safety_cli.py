@@ -37,3 +37,25 @@ def test_a_broken_policy_pack_is_a_one_line_error(monkeypatch, capsys, tmp_path)
 def test_calibrate_write_needs_a_version(monkeypatch, capsys, tmp_path):
     rc, _, err = _run(monkeypatch, capsys, ["safety", "calibrate", "--write", str(tmp_path / "p.toml")])
     assert rc == 2 and "--version" in err
+
+
+def test_train_classifier_writes_weights_and_prints_the_threshold(monkeypatch, capsys, tmp_path):
+    from safety.classifier import PromptClassifier
+
+    data = tmp_path / "dev.tsv"
+    rows = [f"en\tviolence\tzorblax the {w}" for w in ("village", "town", "city", "farm", "port", "camp")]
+    rows += [f"en\tbenign\ta {w} in the park" for w in ("cat", "dog", "bird", "kid", "duck", "fox")]
+    data.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "m.npz"
+    rc, _, err = _run(monkeypatch, capsys, ["safety", "train-classifier", "--devset", str(data), "--out", str(out)])
+    text = capsys.readouterr().out if rc else ""
+    assert rc == 0, err + text
+    assert PromptClassifier.load(out).harm(["zorblax the castle"])[1] == ["violence"]
+    rc, _, err = _run(monkeypatch, capsys, ["safety", "train-classifier", "--benign-rate", "2"])
+    assert rc == 2 and "--benign-rate" in err
+    data.write_text("en\tbenign\t\n")
+    rc, _, err = _run(monkeypatch, capsys, ["safety", "train-classifier", "--devset", str(data)])
+    assert rc == 2 and "development set" in err
+    data.write_text("\n".join(rows[:8]) + "\n")  # 6 harmful, 2 benign: too few to score out of fold
+    rc, _, err = _run(monkeypatch, capsys, ["safety", "train-classifier", "--devset", str(data)])
+    assert rc == 2 and "at least 5 of each label" in err
