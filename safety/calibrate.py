@@ -208,7 +208,8 @@ def write_thresholds(pack_path: Path, pack: PolicyPack, out: Path, version: str)
         lang_dir = (pack_path.parent / (m.group(1) if m else "lang")).resolve().as_posix()
         text = re.sub(r'(?m)^language_dir = ".*"$', f'language_dir = "{lang_dir}"', text, count=1)
         if pack.classifier.model:  # and at its classifier's weights
-            text = re.sub(r'(?m)^model = ".*"$', f'model = "{Path(pack.classifier.model).as_posix()}"', text, count=1)
+            text = re.sub(r'(\[classifier\]\n(?:(?!\[).*\n)*?)model = ".*"',
+                          lambda m: f'{m.group(1)}model = "{Path(pack.classifier.model).as_posix()}"', text, count=1)
     for c in pack.clusters:
         if c.category == BENIGN_ANCHOR:
             continue

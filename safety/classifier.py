@@ -54,7 +54,7 @@ def ngram_counts(texts: Sequence[str], fc: FeatureConfig) -> tuple[np.ndarray, n
     lengths = np.fromiter((len(p) for p in padded), np.int64, len(padded))
     n_max, length = fc.ngram_max, int(lengths.sum())
     c = np.zeros(length + n_max, np.uint64)  # (L + n_max,) code points, zero-padded past the end
-    c[:length] = np.frombuffer("".join(padded).encode("utf-32-le"), np.uint32)
+    c[:length] = np.frombuffer("".join(padded).encode("utf-32-le", "surrogatepass"), np.uint32)
     h = np.empty((n_max, length), np.uint64)  # h[n - 1, i]: hash of c[i:i + n]
     h[0] = c[:length]
     for n in range(2, n_max + 1):
@@ -81,7 +81,7 @@ def tfidf(texts: Sequence[str], fc: FeatureConfig, idf: np.ndarray) -> tuple[np.
     return row, col, x / norm[row]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PromptClassifier:
     """Trained weights: idf (buckets,), coef (classes, buckets), intercept (classes,). Scores are probabilities."""
 
@@ -178,6 +178,9 @@ def out_of_fold_harm(texts: Sequence[str], labels: Sequence[str], tc: TrainConfi
 
     y = np.asarray(labels)
     classes = tuple(sorted(set(labels)))
+    counts = {c: int((y == c).sum()) for c in classes}
+    if BENIGN not in counts or len(counts) < 2 or min(counts.values()) < tc.folds:
+        raise ValueError(f"out-of-fold scores need benign and harmful prompts, {tc.folds}+ of each label: {counts}")
     out = np.zeros(len(y))
     for fit_idx, held in StratifiedKFold(tc.folds, shuffle=True, random_state=tc.seed).split(np.zeros(len(y)), y):
         model = _fit([texts[i] for i in fit_idx], y[fit_idx], classes, tc)

@@ -21,7 +21,7 @@ from .verdict import ImageGate, PromptGate
 
 @dataclass(frozen=True)
 class PromptGateConfig:
-    embedding: bool = True  # False: lexical only (no model)
+    embedding: bool = True  # False: no encoder (lexical lists, and the pack's n-gram classifier if it has one)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     deadline: Deadline = field(default_factory=lambda: Deadline(base_s=5.0, per_item_s=0.05))
 

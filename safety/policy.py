@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+import zipfile
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -91,6 +92,7 @@ class ClassifierPolicy:
 
     model: str | None = None  # path of the .npz, relative to the pack file; None: no classifier stage
     review: float = 1.01  # 1 - P(benign) at or above this -> review (it never blocks)
+    categories: tuple[str, ...] = PROMPT_CATEGORIES  # what it may raise (a region that allows one drops it here)
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,7 @@ class PolicyPack:
         image = replace(self.image, **over.get("image", {}))
         if "face_with_sexual" in over.get("image", {}):
             image = replace(image, face_with_sexual=Decision(image.face_with_sexual))
-        classifier = replace(self.classifier, **over.get("classifier", {}))
+        classifier = replace(self.classifier, **over.get("classifier", {}))  # checked by _classifier_override
         return RegionPolicy(self.id, self.version, region, rules, clusters, image, self.limits, self.second_opinion,
                             classifier)
 
@@ -187,6 +189,9 @@ def _parse(data: dict, source: Path) -> PolicyPack:
         if img.get(key):
             img[key] = str((source.parent / img[key]).resolve())
     regions = {name: MappingProxyType(dict(v)) for name, v in data.get("regions", {}).items()}
+    for name, v in regions.items():
+        if "classifier" in v:
+            regions[name] = MappingProxyType({**v, "classifier": _classifier_override(v["classifier"], name)})
     return PolicyPack(
         id=str(data["id"]), version=str(data["version"]), term_sets=MappingProxyType(sets), rules=rules,
         clusters=clusters, image=ImagePolicy(**img), limits=Limits(**data.get("limits", {})),
@@ -199,16 +204,41 @@ def _parse(data: dict, source: Path) -> PolicyPack:
 
 
 def _classifier(data: dict, source: Path) -> ClassifierPolicy:
-    """The `[classifier]` table: weights file (relative to the pack) and review threshold in [0, 1]."""
+    """The `[classifier]` table: weights file (relative to the pack, loaded here to check it), review threshold in
+    [0, 1] and the categories it may raise."""
     if not data:
         return ClassifierPolicy()
-    model = source.parent / str(data["model"])
-    if not model.is_file():
-        raise ValueError(f"[classifier] model {model} does not exist")
-    review = float(data["review"])
-    if not 0.0 <= review <= 1.0:
-        raise ValueError(f"[classifier] review must be in [0, 1], not {review}")
-    return ClassifierPolicy(str(model.resolve()), review)
+    unknown = sorted(set(data) - {"model", "review", "categories"})
+    if unknown:
+        raise ValueError(f"[classifier] has unknown keys: {', '.join(unknown)}")
+    from .classifier import PromptClassifier
+
+    model = (source.parent / str(data["model"])).resolve()
+    try:
+        classes = PromptClassifier.load(model).classes
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"[classifier] model {model} cannot be loaded: {type(exc).__name__}: {exc}") from exc
+    if set(classes) - set(PROMPT_CATEGORIES) - {BENIGN_ANCHOR}:
+        raise ValueError(f"[classifier] model {model} has classes outside the prompt categories: {classes}")
+    return ClassifierPolicy(str(model), **_classifier_override({k: v for k, v in data.items() if k != "model"}))
+
+
+def _classifier_override(data: Any, where: str = "[classifier]") -> dict:
+    """`review` (a number in [0, 1]) and `categories` (known prompt categories): for the pack or one region."""
+    if not isinstance(data, Mapping) or set(data) - {"review", "categories"}:
+        raise ValueError(f"{where}: classifier settings take only 'review' and 'categories'")
+    out: dict[str, Any] = {}
+    if "review" in data:
+        review = data["review"]
+        if isinstance(review, bool) or not isinstance(review, (int, float)) or not 0.0 <= review <= 1.0:
+            raise ValueError(f"{where}: classifier review must be a number in [0, 1], not {review!r}")
+        out["review"] = float(review)
+    if "categories" in data:
+        cats = tuple(data["categories"])
+        if set(cats) - set(PROMPT_CATEGORIES):
+            raise ValueError(f"{where}: classifier categories must be prompt categories, not {list(cats)}")
+        out["categories"] = cats
+    return out
 
 
 def _encoder_scripts(data: dict) -> str:

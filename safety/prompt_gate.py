@@ -94,7 +94,7 @@ def embedding_verdict(rp: RegionPolicy, sims: np.ndarray, lex: LexicalAnalysis |
 def classifier_verdict(rp: RegionPolicy, v: Verdict, harm: float, category: str) -> Verdict:
     """An allow the n-gram classifier disputes becomes review (it never blocks, never clears another stage's flag)."""
     cp: ClassifierPolicy = rp.classifier
-    if v.decision != Decision.ALLOW or harm < cp.review:
+    if v.decision != Decision.ALLOW or harm < cp.review or category not in cp.categories:
         return v
     why = f"classifier={category} score={harm:.3f} review>={cp.review:.3f}"
     return Verdict(Decision.REVIEW, "classifier", rp.pack_id, rp.version, (category,), round(harm, 4),

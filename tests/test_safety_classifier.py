@@ -73,22 +73,29 @@ def test_obfuscated_spellings_score_as_the_plain_one(shipped):
     assert np.allclose(shipped.harm(tricks)[0], base, atol=1e-6)
 
 
+TINY_TEXTS = ["zorblax the village", "zorblax them all", "a cat in the park", "a dog on the beach",
+              "the vorpons are vermin", "vorpons out of our town"] * 3
+TINY_LABELS = ["violence", "violence", "benign", "benign", "hate", "hate"] * 3
+TINY = TrainConfig(features=FeatureConfig(buckets=2**12))
+
+
 def test_save_and_load_give_the_same_scores(tmp_path):
-    texts = ["zorblax the village", "zorblax them all", "a cat in the park", "a dog on the beach"] * 3
-    labels = ["violence", "violence", "benign", "benign"] * 3
-    model = train(texts, labels, TrainConfig(features=FeatureConfig(buckets=2**12)))
+    model = train(TINY_TEXTS, TINY_LABELS, TINY)
     model.save(tmp_path / "m.npz")
     again = PromptClassifier.load(tmp_path / "m.npz")
-    assert again.classes == ("benign", "violence") and again.features == model.features
-    probe = ["zorblax the town", "a bird in the park", ""]
+    assert again.classes == ("benign", "hate", "violence") and again.features == model.features
+    probe = ["zorblax the town", "a bird in the park", "vorpons everywhere", "qqq unseen xyzzy", ""]
     assert np.allclose(again.probabilities(probe), model.probabilities(probe), atol=1e-6)
     harm, cats = again.harm(probe)
-    assert harm[0] > 0.5 > harm[1] and cats == ["violence"] * 3
+    assert harm[0] > 0.5 > harm[1] and harm[2] > 0.5
+    assert cats[0] == "violence" and cats[2] == "hate"
 
 
-def test_training_refuses_labels_without_benign():
+def test_training_refuses_labels_without_benign_or_too_few_to_fold():
     with pytest.raises(ValueError):
         train(["a", "b"], ["hate", "violence"])
+    with pytest.raises(ValueError, match="of each label"):
+        out_of_fold_harm(TINY_TEXTS[:6] + ["one more"], TINY_LABELS[:6] + ["ncii"], TINY)
 
 
 @pytest.mark.slow
@@ -110,24 +117,32 @@ def test_shipped_model_and_threshold_are_what_the_development_sets_give(shipped)
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    texts = ["zorblax the village", "zorblax them all", "a cat in the park", "a dog on the beach"] * 3
-    labels = ["violence", "violence", "benign", "benign"] * 3
     path = tmp_path_factory.mktemp("clf") / "m.npz"
-    train(texts, labels, TrainConfig(features=FeatureConfig(buckets=2**12))).save(path)
-    pack = replace(PACK, term_sets={"gore": ("decapitated",)}, languages=(), inflections={}, clusters=(),
-                   rules=(LexicalRule("violence.gore", "violence", Decision.BLOCK, ("gore",)),),
+    train(TINY_TEXTS, TINY_LABELS, TINY).save(path)
+    pack = replace(PACK, term_sets={"gore": ("decapitated",), "vermin": ("vermin",)}, languages=(), inflections={},
+                   clusters=(), rules=(LexicalRule("violence.gore", "violence", Decision.BLOCK, ("gore",)),
+                                       LexicalRule("hate.vermin", "hate", Decision.REVIEW, ("vermin",))),
                    classifier=ClassifierPolicy(str(path), 0.5),
-                   regions={"strict": {"classifier": {"review": 0.0}}})
+                   regions={"strict": {"classifier": {"review": 0.0}},
+                            "lenient": {"classifier": {"categories": ("hate",)}}})
     return LayeredPromptGate(pack, use_embedding=False)
 
 
 def test_the_classifier_turns_an_allow_into_review_and_names_its_category(tiny):
-    flagged, clean, blocked = tiny.screen(["zorblax the town", "a bird in the park", "decapitated zorblax"])
+    flagged, hate, clean, blocked = tiny.screen(["zorblax the town", "vorpons everywhere", "a bird in the park",
+                                                 "decapitated zorblax"])
     assert flagged.decision == Decision.REVIEW and flagged.stage == "classifier"
     assert flagged.categories == ("violence",) and flagged.score > 0.5
     assert any(r.startswith("classifier=violence score=") for r in flagged.reasons)
+    assert hate.categories == ("hate",) and hate.stage == "classifier"
     assert clean.decision == Decision.ALLOW
     assert blocked.decision == Decision.BLOCK and blocked.stage == "lexical"  # it never changes a block
+
+
+def test_another_stages_review_keeps_its_stage_and_categories(tiny):
+    v = tiny.screen(["the vorpons are vermin"])[0]  # the lexical review rule and the classifier both see it
+    assert (v.decision, v.stage, v.categories) == (Decision.REVIEW, "lexical", ("hate",))
+    assert not any(r.startswith("classifier=") for r in v.reasons)
 
 
 def test_the_classifier_never_blocks_even_at_threshold_zero(tiny):
@@ -136,12 +151,39 @@ def test_the_classifier_never_blocks_even_at_threshold_zero(tiny):
     assert tiny.screen(["a bird in the park"])[0].decision == Decision.ALLOW  # the default region keeps 0.5
 
 
-def test_a_pack_naming_a_missing_model_or_a_bad_threshold_is_refused(tmp_path):
-    for body in ('model = "nowhere.npz"\nreview = 0.5', 'model = "m.npz"\nreview = 1.5'):
-        (tmp_path / "m.npz").write_bytes(b"")
-        (tmp_path / "p.toml").write_text(f'id = "t"\nversion = "1"\n[classifier]\n{body}\n')
-        with pytest.raises(PolicyError):
-            load_pack(tmp_path / "p.toml")
+def test_a_region_can_narrow_the_categories_it_raises(tiny):
+    violence, hate = tiny.screen(["zorblax the town", "vorpons everywhere"], region="lenient")
+    assert violence.decision == Decision.ALLOW
+    assert (hate.decision, hate.stage) == (Decision.REVIEW, "classifier")
+
+
+@pytest.mark.parametrize("table, why", [
+    ('model = "nowhere.npz"\nreview = 0.5', "cannot be loaded"),
+    ('model = "empty.npz"\nreview = 0.5', "cannot be loaded"),
+    ('model = "m.npz"\nreview = 1.5', "number in [0, 1]"),
+    ('model = "m.npz"\nreview = "0.5"', "number in [0, 1]"),
+    ('model = "m.npz"\nreview = 0.5\nthreshold = 0.5', "unknown keys"),
+    ('model = "m.npz"\nreview = 0.5\ncategories = ["spam"]', "prompt categories"),
+    ('model = "m.npz"\nreview = 0.5\n[regions.x]\nclassifier = { review = "0.5" }', "number in [0, 1]"),
+    ('model = "m.npz"\nreview = 0.5\n[regions.x]\nclassifier = { model = "other.npz" }', "only 'review'"),
+    ('model = "odd.npz"\nreview = 0.5', "outside the prompt categories"),
+])
+def test_a_bad_classifier_table_is_refused_at_load(tmp_path, table, why):
+    train(TINY_TEXTS, TINY_LABELS, TINY).save(tmp_path / "m.npz")
+    train(TINY_TEXTS, [lab if lab == "benign" else "spam" for lab in TINY_LABELS], TINY).save(tmp_path / "odd.npz")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "p.toml").write_text(f'id = "t"\nversion = "1"\n[classifier]\n{table}\n')
+    with pytest.raises(PolicyError, match=why.replace("[", r"\[").replace("]", r"\]")):
+        load_pack(tmp_path / "p.toml")
+
+
+def test_a_good_classifier_table_loads_with_region_overrides(tmp_path):
+    train(TINY_TEXTS, TINY_LABELS, TINY).save(tmp_path / "m.npz")
+    (tmp_path / "p.toml").write_text('id = "t"\nversion = "1"\n[classifier]\nmodel = "m.npz"\nreview = 0.7\n'
+                                     '[regions.x]\nclassifier = { review = 0.2, categories = ["hate"] }\n')
+    pack = load_pack(tmp_path / "p.toml")
+    assert pack.classifier.review == 0.7 and pack.classifier.model == str((tmp_path / "m.npz").resolve())
+    assert (pack.for_region("x").classifier.review, pack.for_region("x").classifier.categories) == (0.2, ("hate",))
 
 
 @pytest.mark.slow

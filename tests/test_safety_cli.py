@@ -47,9 +47,11 @@ def test_train_classifier_writes_weights_and_prints_the_threshold(monkeypatch, c
     rows += [f"en\tbenign\ta {w} in the park" for w in ("cat", "dog", "bird", "kid", "duck", "fox")]
     data.write_text("\n".join(rows) + "\n")
     out = tmp_path / "m.npz"
-    rc, _, err = _run(monkeypatch, capsys, ["safety", "train-classifier", "--devset", str(data), "--out", str(out)])
-    text = capsys.readouterr().out if rc else ""
-    assert rc == 0, err + text
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    rc = main(["safety", "train-classifier", "--devset", str(data), "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "review threshold 0." in text and f"wrote {out}" in text and "benign" in text and "violence" in text
     assert PromptClassifier.load(out).harm(["zorblax the castle"])[1] == ["violence"]
     rc, _, err = _run(monkeypatch, capsys, ["safety", "train-classifier", "--benign-rate", "2"])
     assert rc == 2 and "--benign-rate" in err
@@ -58,4 +60,4 @@ def test_train_classifier_writes_weights_and_prints_the_threshold(monkeypatch, c
     assert rc == 2 and "development set" in err
     data.write_text("\n".join(rows[:8]) + "\n")  # 6 harmful, 2 benign: too few to score out of fold
     rc, _, err = _run(monkeypatch, capsys, ["safety", "train-classifier", "--devset", str(data)])
-    assert rc == 2 and "at least 5 of each label" in err
+    assert rc == 2 and "5+ of each label" in err

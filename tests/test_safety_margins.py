@@ -130,6 +130,7 @@ def test_calibrate_prints_margins_for_every_category_and_the_nearest_prompts(mon
         assert f"\n{cat:<10} " in table, cat
     assert "prompts nearest each threshold" in table and "review-benign" in table
     assert "[per language" in out and "pooled" in out
+    assert "without the n-gram classifier" in out  # it saw every development prompt: in-sample it would flag them all
 
 
 def test_format_margins_and_language_table_shapes():
