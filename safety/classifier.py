@@ -2,8 +2,9 @@
 
 A third signal beside the word lists and the English encoder, trained on the development sets in every covered
 language. Character n-grams (2-5, inside words) see stems, inflections and compounds the lists do not spell out, in
-any script, after the same normalisation (confusables, accents, casefold) the lexical gate uses. It only ever asks
-for review: it never blocks on its own and never clears what another stage flagged.
+any script, after the same normalisation (confusables, accents, casefold) the lexical gate uses. A long prompt is
+also scored in windows of a few words, and its most harmful segment counts. It only ever asks for review: it never
+blocks on its own and never clears what another stage flagged.
 
     model = train(texts, labels)                   # scikit-learn's LogisticRegression, ~10 s on the development sets
     model.save("classifier.npz")                   # arrays only, no pickle
@@ -35,6 +36,7 @@ class FeatureConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     features: FeatureConfig = FeatureConfig()
+    window: int = 10  # a prompt longer than this many words is also scored in windows of it (0: whole prompt only)
     c: float = 10.0  # inverse L2 strength of the logistic regression
     folds: int = 5  # out-of-fold scores for the review threshold
     seed: int = 0
@@ -73,6 +75,19 @@ def ngram_counts(texts: Sequence[str], fc: FeatureConfig) -> tuple[np.ndarray, n
     return key // fc.buckets, key % fc.buckets, count
 
 
+def segments(text: str, window: int) -> list[str]:
+    """The prompt and, when it is longer than `window` words, its windows of `window` words at a stride of half.
+
+    Features are normalised over what is scored, so unrelated words dilute a harmful phrase ("..., highly detailed,
+    8k, cinematic lighting, trending on artstation"); a window keeps the phrase with few neighbours.
+    """
+    words = text.split()
+    if window <= 0 or len(words) <= window:
+        return [text]
+    step = max(1, window // 2)
+    return [text] + [" ".join(words[i:i + window]) for i in range(0, len(words) - step, step)]
+
+
 def tfidf(texts: Sequence[str], fc: FeatureConfig, idf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row, bucket, value): sublinear tf (1 + log count) times idf, each row L2-normalised."""
     row, col, count = ngram_counts(texts, fc)
@@ -90,6 +105,7 @@ class PromptClassifier:
     idf: np.ndarray  # (V,)
     coef: np.ndarray  # (K, V)
     intercept: np.ndarray  # (K,)
+    window: int = 0  # words a scoring window holds (segments); 0: the whole prompt only
 
     @property
     def coef_t(self) -> np.ndarray:
@@ -110,12 +126,20 @@ class PromptClassifier:
         return p / p.sum(axis=1, keepdims=True)
 
     def harm(self, texts: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-        """(n,) 1 - P(benign), and each text's likeliest harmful class."""
-        p = self.probabilities(texts)
+        """(n,) 1 - P(benign) of each text's most harmful segment (the whole text or one of its windows), and that
+        segment's likeliest harmful class."""
+        segs = [segments(t, self.window) for t in texts]
+        p = self.probabilities([s for ss in segs for s in ss])  # (segments, K)
         b = self.classes.index(BENIGN)
-        harmful = p.copy()
-        harmful[:, b] = -1.0
-        return 1.0 - p[:, b], [self.classes[k] for k in harmful.argmax(axis=1)]
+        seg_harm = 1.0 - p[:, b]
+        p[:, b] = -1.0
+        out, cats, start = np.zeros(len(texts)), [], 0
+        for k, ss in enumerate(segs):
+            j = start + int(np.argmax(seg_harm[start:start + len(ss)]))
+            out[k] = seg_harm[j]
+            cats.append(self.classes[int(p[j].argmax())])
+            start += len(ss)
+        return out, cats
 
     def save(self, path: str | Path) -> None:
         fc = self.features
@@ -124,6 +148,7 @@ class PromptClassifier:
             path, classes=np.array(self.classes), ngram=np.array([fc.ngram_min, fc.ngram_max, fc.buckets]),
             buckets=nz.astype(np.int32), idf=self.idf[nz].astype(np.float32), idf_unseen=self.idf.max(),
             coef=self.coef[:, nz].astype(np.float32), intercept=self.intercept.astype(np.float32),
+            window=np.array(self.window),
         )
 
     @classmethod
@@ -135,9 +160,10 @@ class PromptClassifier:
             coef = np.zeros((len(classes), buckets), np.float32)
             idf[nz], coef[:, nz] = z["idf"], z["coef"]
             intercept = z["intercept"].astype(np.float32)
+            window = int(z["window"]) if "window" in z.files else 0
         if BENIGN not in classes:
             raise ValueError(f"classifier {path}: no {BENIGN!r} class")
-        return cls(FeatureConfig(lo, hi, buckets), classes, idf, coef, intercept)
+        return cls(FeatureConfig(lo, hi, buckets), classes, idf, coef, intercept, window)
 
 
 def _fit(texts: Sequence[str], labels: np.ndarray, classes: Sequence[str], tc: TrainConfig) -> PromptClassifier:
@@ -161,7 +187,7 @@ def _fit(texts: Sequence[str], labels: np.ndarray, classes: Sequence[str], tc: T
     order = [list(lr.classes_).index(c) for c in classes]
     coef = np.zeros((len(classes), fc.buckets), np.float32)
     coef[:, used] = w[order]
-    return PromptClassifier(fc, tuple(classes), idf, coef, b[order].astype(np.float32))
+    return PromptClassifier(fc, tuple(classes), idf, coef, b[order].astype(np.float32), tc.window)
 
 
 def train(texts: Sequence[str], labels: Sequence[str], tc: TrainConfig = TrainConfig()) -> PromptClassifier:

@@ -9,6 +9,7 @@ import pytest
 from safety.calibrate import load_devset
 from safety.classifier import (
     FeatureConfig,
+    segments,
     PromptClassifier,
     TrainConfig,
     ngram_counts,
@@ -42,6 +43,23 @@ def test_ngrams_stay_inside_words_and_inside_texts():
     for k, t in enumerate(texts):
         _, col, cnt = ngram_counts([t], FC)
         assert sorted(zip(col, cnt)) == sorted(zip(batch[1][batch[0] == k], batch[2][batch[0] == k]))
+
+
+def test_long_prompts_are_also_scored_in_overlapping_windows():
+    assert segments("one two three", 10) == ["one two three"]
+    words = [f"w{i}" for i in range(18)]
+    segs = segments(" ".join(words), 10)
+    assert segs[0] == " ".join(words)  # the whole prompt, then windows of 10 at a stride of 5 covering every word
+    assert segs[1:] == [" ".join(words[0:10]), " ".join(words[5:15]), " ".join(words[10:18])]
+    assert segments(" ".join(words), 0) == [" ".join(words)]
+
+
+def test_style_tags_do_not_dilute_a_harmful_phrase(shipped):
+    tags = ", highly detailed, 8k, cinematic lighting, trending on artstation, masterpiece, sharp focus"
+    plain = shipped.harm(NEW_HARMFUL)[0]
+    tagged = shipped.harm([h + tags for h in NEW_HARMFUL])[0]
+    assert (plain >= PACK.classifier.review).all() and (tagged >= PACK.classifier.review).all()
+    assert (tagged >= plain - 0.02).all()
 
 
 def test_bad_feature_config_is_refused():
@@ -84,6 +102,7 @@ def test_save_and_load_give_the_same_scores(tmp_path):
     model.save(tmp_path / "m.npz")
     again = PromptClassifier.load(tmp_path / "m.npz")
     assert again.classes == ("benign", "hate", "violence") and again.features == model.features
+    assert again.window == model.window == 10
     probe = ["zorblax the town", "a bird in the park", "vorpons everywhere", "qqq unseen xyzzy", ""]
     assert np.allclose(again.probabilities(probe), model.probabilities(probe), atol=1e-6)
     harm, cats = again.harm(probe)
