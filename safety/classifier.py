@@ -13,6 +13,7 @@ blocks on its own and never clears what another stage flagged.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -91,9 +92,13 @@ def segments(text: str, window: int) -> list[str]:
 def tfidf(texts: Sequence[str], fc: FeatureConfig, idf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row, bucket, value): sublinear tf (1 + log count) times idf, each row L2-normalised."""
     row, col, count = ngram_counts(texts, fc)
+    return row, col, _weigh(row, col, count, idf, len(texts))
+
+
+def _weigh(row: np.ndarray, col: np.ndarray, count: np.ndarray, idf: np.ndarray, n: int) -> np.ndarray:
     x = (1.0 + np.log(count)) * idf[col]
-    norm = np.sqrt(np.bincount(row, x * x, minlength=len(texts)))
-    return row, col, x / norm[row]
+    norm = np.sqrt(np.bincount(row, x * x, minlength=n))
+    return x / norm[row]
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,12 +112,10 @@ class PromptClassifier:
     intercept: np.ndarray  # (K,)
     window: int = 0  # words a scoring window holds (segments); 0: the whole prompt only
 
-    @property
+    @cached_property
     def coef_t(self) -> np.ndarray:
         """(V, K): one gather per n-gram instead of one per class."""
-        if "_coef_t" not in self.__dict__:
-            object.__setattr__(self, "_coef_t", np.ascontiguousarray(self.coef.T))
-        return self.__dict__["_coef_t"]
+        return np.ascontiguousarray(self.coef.T)
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         """(n, K) class probabilities; a text with no n-grams gets the intercepts' softmax."""
@@ -172,10 +175,10 @@ def _fit(texts: Sequence[str], labels: np.ndarray, classes: Sequence[str], tc: T
     from sklearn.linear_model import LogisticRegression
 
     fc = tc.features
-    row, col, _ = ngram_counts(texts, fc)
+    row, col, count = ngram_counts(texts, fc)
     df = np.bincount(col, minlength=fc.buckets)
     idf = (np.log((1 + len(texts)) / (1 + df)) + 1.0).astype(np.float32)
-    row, col, x = tfidf(texts, fc, idf)
+    x = _weigh(row, col, count, idf, len(texts))
     used = np.flatnonzero(df)  # fit on the buckets some prompt reached: a far smaller problem for L-BFGS
     column = np.zeros(fc.buckets, np.int64)
     column[used] = np.arange(len(used))
@@ -190,12 +193,18 @@ def _fit(texts: Sequence[str], labels: np.ndarray, classes: Sequence[str], tc: T
     return PromptClassifier(fc, tuple(classes), idf, coef, b[order].astype(np.float32), tc.window)
 
 
+def _classes(labels: Sequence[str], least: int) -> tuple[str, ...]:
+    """The sorted labels, after checking there are benign and harmful ones, at least `least` of each."""
+    counts = {c: list(labels).count(c) for c in sorted(set(labels))}
+    if BENIGN not in counts or len(counts) < 2 or min(counts.values()) < least:
+        raise ValueError(f"training needs benign prompts and at least one harmful category, {least}+ of each "
+                         f"label: {counts}")
+    return tuple(counts)
+
+
 def train(texts: Sequence[str], labels: Sequence[str], tc: TrainConfig = TrainConfig()) -> PromptClassifier:
     """One model on every labelled prompt (labels: BENIGN or a category)."""
-    classes = tuple(sorted(set(labels)))
-    if BENIGN not in classes or len(classes) < 2:
-        raise ValueError("training needs benign prompts and at least one harmful category")
-    return _fit(texts, np.asarray(labels), classes, tc)
+    return _fit(texts, np.asarray(labels), _classes(labels, 1), tc)
 
 
 def out_of_fold_harm(texts: Sequence[str], labels: Sequence[str], tc: TrainConfig = TrainConfig()) -> np.ndarray:
@@ -203,10 +212,7 @@ def out_of_fold_harm(texts: Sequence[str], labels: Sequence[str], tc: TrainConfi
     from sklearn.model_selection import StratifiedKFold
 
     y = np.asarray(labels)
-    classes = tuple(sorted(set(labels)))
-    counts = {c: int((y == c).sum()) for c in classes}
-    if BENIGN not in counts or len(counts) < 2 or min(counts.values()) < tc.folds:
-        raise ValueError(f"out-of-fold scores need benign and harmful prompts, {tc.folds}+ of each label: {counts}")
+    classes = _classes(labels, tc.folds)
     out = np.zeros(len(y))
     for fit_idx, held in StratifiedKFold(tc.folds, shuffle=True, random_state=tc.seed).split(np.zeros(len(y)), y):
         model = _fit([texts[i] for i in fit_idx], y[fit_idx], classes, tc)
