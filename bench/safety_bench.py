@@ -1,6 +1,6 @@
 """Safety gate speed on this machine: prompt gate batched throughput and single-prompt latency, image checks rate.
 
-    .venv/bin/python bench/safety_bench.py [--threads 2] [--prompts 512] [--images 24]
+    .venv/bin/python bench/safety_bench.py [--threads 2] [--prompts 512] [--images 24] [--only prompts] [--fp32]
 
     .venv/bin/python bench/safety_bench.py --sealed      # the sealed multilingual test splits v1 and v2 (issue 18)
 
@@ -23,7 +23,7 @@ def _pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs) * 1000, q))
 
 
-def bench_prompts(threads: int, n: int) -> None:
+def bench_prompts(threads: int, n: int, int8: bool = True) -> None:
     from safety.calibrate import load_devset
     from safety.embedding import EncoderConfig
     from safety.gates import PromptGateConfig, load_prompt_gate
@@ -31,7 +31,7 @@ def bench_prompts(threads: int, n: int) -> None:
     texts = [e.text for e in load_devset() if e.label == "benign"]  # benign: every prompt reaches the model
     prompts = [texts[i % len(texts)] for i in range(n)]
     lexical = load_prompt_gate(config=PromptGateConfig(embedding=False))
-    gate = load_prompt_gate(config=PromptGateConfig(encoder=EncoderConfig(threads=threads)))
+    gate = load_prompt_gate(config=PromptGateConfig(encoder=EncoderConfig(threads=threads, int8=int8)))
     t = time.perf_counter()
     gate.screen(["warm up the model"])
     print(f"prompt gate load (model + exemplar indexes): {time.perf_counter() - t:.1f}s")
@@ -130,6 +130,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=512)
     ap.add_argument("--images", type=int, default=24)
     ap.add_argument("--only", choices=("prompts", "images"))
+    ap.add_argument("--fp32", action="store_true", help="encoder in fp32 only (no int8 first pass), for an A/B")
     ap.add_argument("--sealed", action="store_true", help="only the sealed-split report (no timings)")
     args = ap.parse_args()
     if args.sealed:
@@ -139,7 +140,7 @@ def main() -> None:
 
     print(f"cpus: {os.cpu_count()}  load average: {os.getloadavg()[0]:.1f}  threads: {args.threads}")
     if args.only != "images":
-        bench_prompts(args.threads, args.prompts)
+        bench_prompts(args.threads, args.prompts, int8=not args.fp32)
     if args.only != "prompts":
         bench_images(args.threads, args.images)
 

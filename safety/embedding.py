@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +28,7 @@ class EncoderConfig:
     cache_dir: str | None = None  # where the ONNX export is kept; default ~/.cache/hallmark (HallmarkConfig.cache_dir)
     lanes: int | None = None  # length groups encoded side by side on single-thread sessions; None: threads or all CPUs
     spin: bool = True  # ORT pool threads spin between ops (lowest single-prompt latency on an idle machine)
+    int8: bool = True  # also an int8 copy for fast first passes (`encode_windows(exact=False)`); ONNX runtime only
 
 
 class Encoder:
@@ -48,21 +50,22 @@ class Encoder:
         if config.threads:
             torch.set_num_threads(config.threads)
         self._torch = torch
+        self._lock = threading.Lock()
         self.config = config
         if config.runtime not in ("onnx", "torch"):
             raise ValueError(f"unknown encoder runtime {config.runtime!r}: use 'onnx' or 'torch'")
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.model = AutoModel.from_pretrained(path, local_files_only=True).eval()
-        self._onnx = None
-        self._lane_pool = None
-        self._lane_session = None
+        self._onnx = None  # fp32 sessions (None: PyTorch)
+        self._fast = None  # int8 sessions (None: fast passes are exact)
+        self._lane_pool = None  # threads that run a batch's length groups side by side
         if config.runtime == "onnx":
             from .onnx_encoder import default_cache_dir, load_onnx_hidden
 
             cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
             try:
-                self._onnx = load_onnx_hidden(self.model, self.tokenizer, Path(path), cache, config.threads,
-                                              config.spin)
+                self._onnx, self._fast = load_onnx_hidden(self.model, self.tokenizer, Path(path), cache,
+                                                          config.threads, config.spin, config.int8)
             except Exception as exc:  # same embeddings either way: a slower gate beats a gate that is down
                 logging.getLogger(__name__).warning(
                     "ONNX Runtime encoder unavailable (%s: %s); using PyTorch", exc.__class__.__name__, exc)
@@ -70,13 +73,18 @@ class Encoder:
     def _pooled(self, enc: dict, session=None) -> np.ndarray:
         """Mean pooling over real tokens, then L2 normalisation: (B, 384) float32."""
         mask = np.asarray(enc["attention_mask"], np.float32)[..., None]  # (B, T, 1)
-        if self._onnx is not None:
-            hidden = (session or self._onnx)(enc)
+        if session is not None:
+            hidden = session(enc)
         else:
             with self._torch.inference_mode():
                 hidden = self.model(**{k: self._torch.as_tensor(v) for k, v in enc.items()}).last_hidden_state.numpy()
         pooled = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
         return (pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+    @property
+    def has_fast(self) -> bool:
+        """Whether `exact=False` runs a quantized copy (else both passes are the same fp32 model)."""
+        return self._fast is not None
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(n, 384) float32 unit vectors of each text's first window (for short texts such as exemplars)."""
@@ -86,11 +94,13 @@ class Encoder:
             first[owner[k]] = k
         return vecs[first]
 
-    def encode_windows(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings of every window of every text, and for each window the index of its text.
+    def encode_windows(self, texts: Sequence[str], exact: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings of every window of every text, and for each window the index of its text; `exact=False` runs
+        the int8 copy when there is one (cosine to fp32 ~0.99: a first pass whose close calls are rerun exactly).
 
         One tokenizer call for all texts; windows are then grouped by token length (`length_groups`) so the encoder
-        computes almost no padding, and with several lanes the groups run side by side on single-thread sessions.
+        computes almost no padding; with several lanes the groups run side by side on single-thread sessions, and a
+        call that is one group runs on the multi-threaded session.
         """
         if not texts:
             return np.zeros((0, DIM), np.float32), np.zeros(0, np.int64)
@@ -101,33 +111,31 @@ class Encoder:
         ids: list[list[int]] = enc["input_ids"]
         owner = np.asarray(enc["overflow_to_sample_mapping"], np.int64)
         out = np.empty((len(ids), DIM), np.float32)
-        groups = length_groups([len(x) for x in ids], self.config.batch_size)
-        lanes = self._lanes() if len(groups) > 1 else None
+        sessions = self._onnx if exact or self._fast is None else self._fast
+        lanes = (self.config.lanes or self.config.threads or os.cpu_count() or 1) if sessions is not None else 1
+        groups = length_groups([len(x) for x in ids], self.config.batch_size, lanes)
+        side_by_side = lanes > 1 and len(groups) > 1
+        session = None if sessions is None else sessions.lane if side_by_side else sessions.wide
 
         def run(group: list[int]) -> None:
-            out[group] = self._pooled(padded(ids, group, self.tokenizer.pad_token_id or 0), lanes and lanes[1])
+            out[group] = self._pooled(padded(ids, group, self.tokenizer.pad_token_id or 0), session)
 
-        if lanes:  # costliest groups first, so the lanes finish together
+        if side_by_side:  # costliest groups first, so the lanes finish together
             groups.sort(key=lambda g: -len(g) * max(len(ids[k]) for k in g))
-            list(lanes[0].map(run, groups))
+            list(self._pool(lanes).map(run, groups))
         else:
             for group in groups:
                 run(group)
         return out, owner
 
-    def _lanes(self):
-        """(thread pool, single-thread ONNX session) for running length groups side by side; None with one lane."""
-        lanes = self.config.lanes or self.config.threads or os.cpu_count() or 1
-        if self._onnx is None or lanes < 2:
-            return None
-        if self._lane_pool is None:
-            from concurrent.futures import ThreadPoolExecutor
+    def _pool(self, lanes: int):
+        """The lane threads, started on first use (a lock: concurrent screens must not start two pools)."""
+        with self._lock:
+            if self._lane_pool is None:
+                from concurrent.futures import ThreadPoolExecutor
 
-            from .onnx_encoder import OnnxHidden
-
-            self._lane_session = OnnxHidden(self._onnx.path, 1)
-            self._lane_pool = ThreadPoolExecutor(lanes, thread_name_prefix="encoder-lane")
-        return self._lane_pool, self._lane_session
+                self._lane_pool = ThreadPoolExecutor(lanes, thread_name_prefix="encoder-lane")
+        return self._lane_pool
 
 
 def padded(ids: list[list[int]], group: list[int], pad_id: int) -> dict[str, np.ndarray]:
@@ -146,9 +154,10 @@ def padded(ids: list[list[int]], group: list[int], pad_id: int) -> dict[str, np.
 CALL_COST = 16
 
 
-def length_groups(lengths: Sequence[int], max_rows: int) -> list[list[int]]:
+def length_groups(lengths: Sequence[int], max_rows: int, lanes: int = 1) -> list[list[int]]:
     """Indices grouped so that padding plus per-call overhead is least: an exact dynamic programme over the distinct
-    lengths in sorted order (cost of a group = rows x its longest length + CALL_COST), groups cut at max_rows."""
+    lengths in sorted order (cost of a group = rows x its longest length + CALL_COST), groups cut at max_rows; then
+    the largest groups are halved until every lane has one (while a group has two rows or more)."""
     by_len: dict[int, list[int]] = {}
     for k, n in enumerate(lengths):
         by_len.setdefault(n, []).append(k)
@@ -166,6 +175,12 @@ def length_groups(lengths: Sequence[int], max_rows: int) -> list[list[int]]:
         members = [k for w in widths[cut[j]:j] for k in by_len[w]]
         groups.extend(members[s:s + max_rows] for s in range(0, len(members), max_rows))
         j = cut[j]
+    while len(groups) < lanes:
+        big = max(groups, key=len, default=[])
+        if len(big) < 2:
+            break
+        groups.remove(big)
+        groups += [big[:len(big) // 2], big[len(big) // 2:]]
     return groups
 
 
@@ -203,8 +218,9 @@ class ClusterIndex:
             except Exception as exc:  # same numbers from numpy
                 logging.getLogger(__name__).warning("exemplar product on numpy (%s)", exc.__class__.__name__)
 
-    def similarities(self, texts: Sequence[str]) -> np.ndarray:
-        """(n texts, n clusters) highest cosine similarity to any exemplar over each text's segments and windows."""
+    def similarities(self, texts: Sequence[str], exact: bool = True) -> np.ndarray:
+        """(n texts, n clusters) highest cosine similarity to any exemplar over each text's segments and windows;
+        `exact=False`: the texts' fast (int8) embeddings against the fp32 exemplars."""
         n = len(texts)
         sims = np.full((n, len(self.cluster_ids)), -1.0, np.float32)
         if not n or not self._filled.any():
@@ -215,7 +231,7 @@ class ClusterIndex:
             segs = segments(text)
             pieces.extend(segs)
             piece_owner.extend([i] * len(segs))
-        vecs, window_owner = self.encoder.encode_windows(pieces)
+        vecs, window_owner = self.encoder.encode_windows(pieces, exact)
         owner = np.asarray(piece_owner, np.int64)[window_owner]
         per_row = np.full((len(vecs), len(self.cluster_ids)), -1.0, np.float32)
         per_row[:, self._filled] = np.maximum.reduceat(self._scores(vecs), self._starts[self._filled], axis=1)

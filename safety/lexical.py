@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .langpacks import Inflection, LanguageDetector, base_set, set_language
@@ -129,11 +129,13 @@ class TermMatcher:
         channels: dict[str, dict[str, tuple[str, ...]]] = {}
         for set_name, terms in sets.items():
             channels.setdefault(_channel(set_name), {})[set_name] = terms
-        scans: tuple[list[re.Pattern], list[re.Pattern], list[re.Pattern]] = ([], [], [])
-        for channel_sets in channels.values():
+        # Each scan with the language it is conditional on (None: it always counts).
+        scans: tuple[list, list, list] = ([], [], [])
+        for channel, channel_sets in channels.items():
+            lang, cond = set_language(channel)
             for k, trie in enumerate(self._tries(channel_sets, inflections or {})):
                 if trie:
-                    scans[k].append(re.compile((_BEFORE if k < 2 else "") + _emit(trie)))
+                    scans[k].append((lang if cond else None, re.compile((_BEFORE if k < 2 else "") + _emit(trie))))
         self._scans = tuple(tuple(s) for s in scans)
         # A term is evidence of its language only when no other language (nor the base lists) has it: "sexy" is not.
         by_key: dict[tuple[str, bool], list[tuple[str, str]]] = {}
@@ -175,13 +177,17 @@ class TermMatcher:
     def find(self, text: str) -> list[TermHit]:
         return self.find_normalized(normalize(text))
 
-    def find_normalized(self, norm: Normalized) -> list[TermHit]:
+    def find_normalized(self, norm: Normalized, languages: Callable[[str | None], bool] = lambda lang: True
+                        ) -> list[TermHit]:
+        """Hits of the scans whose conditional language (None for a scan that always counts) `languages` accepts."""
         hits: list[TermHit] = []
         text = norm.text
         # ASCII text (after normalisation) can only hold ASCII terms; the third scan only text of its scripts.
         scans = self._scans[0] if text.isascii() else self._scans[0] + self._scans[1] + (
             self._scans[2] if _OPEN_TEXT.search(text) else ())
-        for regex in scans:
+        for lang, regex in scans:
+            if not languages(lang):
+                continue
             m = regex.search(text)
             while m is not None:  # every start, not just non-overlapping matches: "a n a k e d" has "anak", "naked"
                 leaf = int(m.lastgroup[1:].split("_")[0])
@@ -316,17 +322,22 @@ class LexicalGate:
 
     def analyse(self, text: str) -> LexicalAnalysis:
         norm = normalize(text)
-        live = live_hits(self.matcher.find_normalized(norm))
+        hits = self.matcher.find_normalized(norm, lambda lang: lang is None)
         scores = self.detector.scores(text, norm.text) if self.detector else {}
-        for h in live:
-            lang, cond = set_language(h.term_set)
-            if not cond and (h.term_set, h.term) in self.matcher.evidence:
+        for h in live_hits(hits):
+            if (h.term_set, h.term) in self.matcher.evidence:
+                lang = set_language(h.term_set)[0]
                 scores[lang] = scores.get(lang, 0.0) + 1
-        by_set: dict[str, list[tuple[int, int]]] = {}
         # A homograph reads as its language's word where that language has evidence and no other language has more
         # ("de" makes no Spanish prompt French: "cinturones negros" is not the French slur). English is left out of
         # the comparison: image prompts end in English style tags ("Kinder nackt, in the style of a polaroid").
+        # Evidence comes from the unconditional scans only, so a conditional set is scanned only where it can count.
         rival = max((v for code, v in scores.items() if code != "en"), default=0.0)
+        counted = {code for code, v in scores.items() if 0.0 < v >= rival}
+        if counted:
+            hits += self.matcher.find_normalized(norm, lambda lang: lang in counted)
+        live = live_hits(hits)
+        by_set: dict[str, list[tuple[int, int]]] = {}
         for h in live:
             lang, cond = set_language(h.term_set)
             if not cond or 0.0 < scores.get(lang, 0.0) >= rival:

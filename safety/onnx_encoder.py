@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -81,12 +82,55 @@ class OnnxHidden:
         return self.session.run(None, feed)[0]  # (B, T, 384)
 
 
-def load_onnx_hidden(model, tokenizer, model_dir: Path, cache_dir: Path, threads: int | None,
-                     spin: bool = True) -> OnnxHidden:
+def quantize_int8(fp32: Path, out: Path) -> Path:
+    """Dynamic int8 copy of an exported encoder: per-output-channel int8 weights for every dense MatMul, activations
+    quantized per call (ONNX Runtime's `quantize_dynamic`); about 1.6x the fp32 rate on AVX2 cores. Atomic write."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    def advice(record: logging.LogRecord) -> bool:  # it advises shape pre-processing, which this graph cannot take
+        return not str(record.msg).startswith("Please consider to run pre-processing")
+
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    logging.getLogger().addFilter(advice)  # a logger's filter sees only what is logged on it: the root's own records
+    try:
+        quantize_dynamic(str(fp32), tmp, op_types_to_quantize=["MatMul"], per_channel=True,
+                         weight_type=QuantType.QInt8)
+        os.replace(tmp, out)
+    finally:
+        logging.getLogger().removeFilter(advice)
+        Path(tmp).unlink(missing_ok=True)
+    return out
+
+
+@dataclass(frozen=True)
+class Sessions:
+    """One model file on two sessions: `wide` (intra-op threads) for a call that is a single group, `lane` (one
+    thread) shared by the lanes that run a batch's groups side by side (`run` is thread-safe)."""
+
+    wide: OnnxHidden
+    lane: OnnxHidden
+
+    @classmethod
+    def open(cls, path: Path, threads: int | None, spin: bool) -> Sessions:
+        return cls(OnnxHidden(path, threads, spin), OnnxHidden(path, 1))
+
+
+def load_onnx_hidden(model, tokenizer, model_dir: Path, cache_dir: Path, threads: int | None, spin: bool = True,
+                     int8: bool = False) -> tuple[Sessions, Sessions | None]:
+    """(fp32 sessions, int8 sessions or None): exported and quantized once per machine, then read from `cache_dir`."""
     path = cache_dir / f"minilm-{weights_digest(model_dir)}.onnx"
     if not path.exists():
         export_onnx(model, tokenizer, path)
-    return OnnxHidden(path, threads, spin)
+    fast = None
+    if int8:
+        q = path.with_name(path.stem + "-int8.onnx")
+        if not q.exists():
+            quantize_int8(path, q)
+        fast = Sessions.open(q, threads, spin)
+    return Sessions.open(path, threads, spin), fast
 
 
 class OnnxProduct:

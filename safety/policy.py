@@ -78,6 +78,19 @@ class ReviewPolicy:
 
 
 @dataclass(frozen=True)
+class EmbeddingPolicy:
+    """The `[embedding]` table: which prompts the encoder reads, and how near a threshold a fast score is rechecked."""
+
+    # "any", or "latin" (only prompts with a Latin letter: the shipped encoder is English-only and scores other
+    # scripts as noise; their language packs screen them).
+    scripts: str = "any"
+    # The encoder's first pass runs int8 weights; a prompt whose int8 score for any cluster lies within this of one
+    # of its thresholds (review, block, block + second-opinion margin) is scored again in fp32, and that score
+    # decides, so verdicts are the fp32 encoder's wherever int8 deviates less than this. 1.0 rechecks every prompt.
+    recheck_within: float = 0.1
+
+
+@dataclass(frozen=True)
 class SecondOpinion:
     """When an embedding block needs the lexical gate's agreement: within `margin` of the threshold, or off English."""
 
@@ -126,9 +139,7 @@ class PolicyPack:
     # Inflection rules by set language (None: the untagged base sets, which follow `lexical.base_language`).
     inflections: Mapping[str | None, tuple[Inflection, ...]] = field(default_factory=lambda: MappingProxyType({}))
     second_opinion: SecondOpinion = field(default_factory=SecondOpinion)
-    # Which prompts the embedding stage reads: "any", or "latin" (only prompts with a Latin letter: the shipped
-    # encoder is English-only and scores other scripts as noise; their language packs screen them).
-    encoder_scripts: str = "any"
+    embedding: EmbeddingPolicy = field(default_factory=EmbeddingPolicy)
     classifier: ClassifierPolicy = field(default_factory=ClassifierPolicy)
 
     def for_region(self, region: str = "default") -> RegionPolicy:
@@ -198,7 +209,7 @@ def _parse(data: dict, source: Path) -> PolicyPack:
         review=_review(data.get("review", {})), regions=MappingProxyType(regions), source=source,
         languages=languages, second_opinion=_second_opinion(data.get("second_opinion", {})),
         inflections=MappingProxyType(inflection_table(languages, lex.get("base_language"))),
-        encoder_scripts=_encoder_scripts(data.get("embedding", {})),
+        embedding=_embedding(data.get("embedding", {})),
         classifier=_classifier(data.get("classifier", {}), source),
     )
 
@@ -241,11 +252,18 @@ def _classifier_override(data: Any, where: str = "[classifier]") -> dict:
     return out
 
 
-def _encoder_scripts(data: dict) -> str:
-    scripts = str(data.get("scripts", "any"))
+def _embedding(data: dict) -> EmbeddingPolicy:
+    """The `[embedding]` table: `scripts` ("any" or "latin") and `recheck_within` (a number in [0, 1])."""
+    unknown = sorted(set(data) - {"scripts", "recheck_within"})
+    if unknown:
+        raise ValueError(f"[embedding] has unknown keys: {', '.join(unknown)}")
+    scripts = data.get("scripts", "any")
     if scripts not in ("any", "latin"):
         raise ValueError(f"embedding.scripts must be 'any' or 'latin', not {scripts!r}")
-    return scripts
+    within = data.get("recheck_within", EmbeddingPolicy.recheck_within)
+    if isinstance(within, bool) or not isinstance(within, (int, float)) or not 0 <= within <= 1:
+        raise ValueError(f"embedding.recheck_within must be a number in [0, 1], not {within!r}")
+    return EmbeddingPolicy(scripts, float(within))
 
 
 def _second_opinion(data: dict) -> SecondOpinion:

@@ -17,6 +17,10 @@ from .policy import BENIGN_ANCHOR, ClassifierPolicy, Cluster, PolicyPack, Region
 from .verdict import Decision, Verdict
 
 SEVERITY = {Decision.ALLOW: 0, Decision.REVIEW: 1, Decision.BLOCK: 2}
+# A recheck is a second encoder call with its own fixed cost (the weights stream through once per call): for a
+# single prompt, int8 + an fp32 recheck takes longer than fp32 alone, so small calls skip the fast pass (the ~8 % of
+# prompts that would be rechecked set a single prompt's p99).
+FAST_MIN_BATCH = 8
 _LATIN = re.compile("[A-Za-z\u00c0-\u024f\u1e00-\u1eff\uff21-\uff3a\uff41-\uff5a]")  # incl. full-width
 
 
@@ -63,6 +67,17 @@ def second_opinion(rp: RegionPolicy, cluster: Cluster, score: float, lex: Lexica
     if cluster.category not in so.always and lex.language == "en" and score >= cluster.block + so.margin:
         return "margin"
     return None
+
+
+def near_threshold(rp: RegionPolicy, adjusted: np.ndarray, within: float) -> np.ndarray:
+    """(n,) bool: rows whose contrasted score for some cluster lies within `within` of one of that cluster's
+    thresholds (review, block, block + the second opinion's margin): the rows a fast score must not decide."""
+    cols = [j for j, c in enumerate(rp.clusters) if c.category != BENIGN_ANCHOR]
+    if not cols:
+        return np.zeros(len(adjusted), bool)
+    margin = rp.second_opinion.margin
+    t = np.array([[c.review, c.block, c.block + margin] for c in rp.clusters])[cols]  # (k, 3)
+    return (np.abs(adjusted[:, cols, None] - t[None]) < within).any(axis=(1, 2))
 
 
 def embedding_verdict(rp: RegionPolicy, sims: np.ndarray, lex: LexicalAnalysis | None = None,
@@ -161,7 +176,7 @@ class LayeredPromptGate:
             else:
                 pending.append((i, text, analysis, lex))
         read = [k for k, (_, text, _, _) in enumerate(pending) if self.reads(text)] if self._clusters else []
-        sims = self._clusters.similarities([pending[k][1] for k in read]) if read else None
+        sims, exact = self._similarities(rp, [pending[k][1] for k in read]) if read else (None, None)
         adjusted = contrast(rp.clusters, sims) if sims is not None else None
         row = {k: r for r, k in enumerate(read)}
         skipped = ("embedding=skipped script",) if self._clusters else ()
@@ -170,6 +185,8 @@ class LayeredPromptGate:
         for k, (i, _, analysis, lex) in enumerate(pending):
             r = row.get(k)
             emb = embedding_verdict(rp, sims[r], analysis, adjusted[r]) if r is not None else None
+            if emb is not None:
+                emb = replace(emb, reasons=emb.reasons + (f"encoder={'fp32' if exact[r] else 'int8'}",))
             if emb is None or (lex is not None and SEVERITY[lex.decision] >= SEVERITY[emb.decision]):
                 emb = lex or Verdict(Decision.ALLOW, "lexical", rp.pack_id, rp.version, (), None,
                                      skipped if r is None else ())
@@ -178,9 +195,22 @@ class LayeredPromptGate:
             verdicts[i] = _with_language(emb, analysis)
         return verdicts
 
+    def _similarities(self, rp: RegionPolicy, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(n, n clusters) similarities and (n,) which rows are fp32: a fast (int8) pass over every text, then fp32
+        for each text whose fast score lies near a threshold (`[embedding] recheck_within`), which then decides.
+        Calls of fewer than FAST_MIN_BATCH texts go straight to fp32."""
+        within = self.pack.embedding.recheck_within
+        if not self._clusters.encoder.has_fast or within >= 1 or len(texts) < FAST_MIN_BATCH:
+            return self._clusters.similarities(texts), np.ones(len(texts), bool)
+        sims = self._clusters.similarities(texts, exact=False)
+        exact = near_threshold(rp, contrast(rp.clusters, sims), within)
+        if exact.any():
+            sims[exact] = self._clusters.similarities([t for t, e in zip(texts, exact) if e])
+        return sims, exact
+
     def reads(self, text: str) -> bool:
         """Whether the embedding stage scores this prompt (the pack's `embedding.scripts`)."""
-        return self.pack.encoder_scripts == "any" or _LATIN.search(text) is not None
+        return self.pack.embedding.scripts == "any" or _LATIN.search(text) is not None
 
 
 def _with_language(v: Verdict, analysis: LexicalAnalysis) -> Verdict:

@@ -206,13 +206,13 @@ def test_batched_encoding_with_lanes_equals_one_prompt_at_a_time(gate):
 
 
 def test_prompts_without_a_latin_letter_skip_the_english_encoder(gate):
-    assert PACK.encoder_scripts == "latin"
+    assert PACK.embedding.scripts == "latin"
     (v,) = gate.screen(["公园里的猫"])
     assert v.decision == Decision.ALLOW and v.stage == "lexical" and "embedding=skipped script" in v.reasons
     assert float(gate.similarities(["公园里的猫"]).max()) == -1.0  # calibration sees what the gate sees
     (v,) = gate.screen(["公园里的 cat"])  # any Latin letter: encoded
     assert v.stage == "embedding"
-    everything = LayeredPromptGate(replace(PACK, encoder_scripts="any"), True, ENC)
+    everything = LayeredPromptGate(replace(PACK, embedding=replace(PACK.embedding, scripts="any")), True, ENC)
     everything._clusters = gate._clusters
     everything._lexical = gate._lexical
     assert everything.screen(["公园里的猫"])[0].stage == "embedding"

@@ -1,0 +1,175 @@
+"""The prompt encoder's int8 first pass: prompts near a threshold are rescored in fp32, so verdicts are fp32's."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from safety.calibrate import load_devset
+from safety.embedding import Encoder, EncoderConfig, length_groups
+from safety.failclosed import Deadline, FailClosed
+from safety.policy import PolicyError, load_pack
+from safety.prompt_gate import FAST_MIN_BATCH, LayeredPromptGate, contrast, near_threshold
+
+ENC = EncoderConfig(threads=1)
+PACK = load_pack()
+
+
+def _sharing(gate: LayeredPromptGate, recheck_within: float) -> LayeredPromptGate:
+    """The same loaded models under another `[embedding] recheck_within`."""
+    other = LayeredPromptGate(replace(PACK, embedding=replace(PACK.embedding, recheck_within=recheck_within)), True,
+                              ENC)
+    other._lexical, other._clusters, other._classifier = gate._lexical, gate._clusters, gate._classifier
+    return other
+
+
+@pytest.fixture(scope="module")
+def fast() -> LayeredPromptGate:
+    g = LayeredPromptGate(PACK, True, ENC)
+    g.load()
+    assert g._clusters.encoder.has_fast
+    return g
+
+
+@pytest.fixture(scope="module")
+def near_and_far(fast):
+    """Development prompts the encoder reads: those whose fp32 score lies within 0.12 of a threshold (with their
+    fp32 scores), and the others."""
+    texts = [e.text for e in load_devset()[::2] if fast.reads(e.text)]
+    rp, _ = fast.region("default")
+    adjusted = contrast(rp.clusters, fast.similarities(texts))  # calibration's path: fp32
+    near = near_threshold(rp, adjusted, 0.12)
+    return [t for t, n in zip(texts, near) if n], [t for t, n in zip(texts, near) if not n], rp, adjusted[near]
+
+
+def _reason(v, key: str) -> str | None:
+    return next((r.split("=", 1)[1] for r in v.reasons if r.startswith(key + "=")), None)
+
+
+def test_verdicts_with_the_int8_pass_are_the_fp32_verdicts(fast, near_and_far):
+    near, far, _, _ = near_and_far
+    assert len(near) > 100
+    texts = near + far[:200]
+    exact = _sharing(fast, 1.0)  # every prompt in fp32
+    got = [v for k in range(0, len(texts), 64) for v in fast.screen(texts[k:k + 64])]
+    want = [v for k in range(0, len(texts), 64) for v in exact.screen(texts[k:k + 64])]
+    assert [(v.decision, v.stage, v.categories) for v in got] == [(v.decision, v.stage, v.categories) for v in want]
+    encoders = [_reason(v, "encoder") for v in got if v.stage == "embedding"]
+    assert "int8" in encoders and "fp32" in encoders  # both passes ran
+    for g, w in zip(got, want):
+        if _reason(g, "encoder") == "fp32":  # a rescored prompt carries the fp32 score itself
+            assert g.score == pytest.approx(w.score, abs=2e-4)
+
+
+def test_prompts_close_to_a_threshold_are_rescored_in_fp32(fast, near_and_far):
+    near, far, rp, adjusted = near_and_far
+    close = set(np.flatnonzero(near_threshold(rp, adjusted, 0.02)))
+    assert close  # the development set has prompts within 0.02 of a threshold
+    rechecked: list[bool] = []
+    for k in range(0, len(near), 64):
+        _, exact = fast._similarities(rp, near[k:k + 64])
+        rechecked.extend(exact.tolist())
+    assert all(rechecked[i] for i in close)  # int8 never strays 0.08 from fp32 on them
+    _, exact = fast._similarities(rp, far[:64])
+    assert not exact.all()  # prompts far from every threshold keep their int8 score
+
+
+def test_the_fast_pass_is_really_int8_and_a_single_prompt_is_fp32(fast, near_and_far):
+    near, far, _, _ = near_and_far
+    texts = far[:64]
+    enc: Encoder = fast._clusters.encoder
+    int8, _ = enc.encode_windows(texts, exact=False)
+    fp32, _ = enc.encode_windows(texts)
+    cos = (int8 * fp32).sum(1)
+    assert cos.min() > 0.95 and cos.max() < 0.99999  # close to fp32, not fp32
+    unchecked = _sharing(fast, 0.0)
+    verdicts = unchecked.screen(texts)
+    assert {_reason(v, "encoder") for v in verdicts if v.stage == "embedding"} == {"int8"}
+    assert FAST_MIN_BATCH > 1
+    (one,) = fast.screen(["a bowl of ramen on a wooden table"])  # fewer than FAST_MIN_BATCH: straight to fp32
+    assert _reason(one, "encoder") == "fp32"
+
+
+def test_an_encoder_without_int8_runs_fp32_for_both_passes(fast):
+    exact_only = Encoder(replace(ENC, int8=False))
+    assert not exact_only.has_fast
+    texts = ["a red fox in the snow", "a bowl of ramen on a wooden table"] * 5
+    a, _ = exact_only.encode_windows(texts, exact=False)
+    b, _ = fast._clusters.encoder.encode_windows(texts)
+    assert np.allclose(a, b, atol=1e-4)
+
+
+def test_near_threshold_looks_at_review_block_and_the_second_opinion_margin(fast):
+    rp, _ = fast.region("default")
+    j = next(k for k, c in enumerate(rp.clusters) if c.category == "violence")
+    c, margin = rp.clusters[j], rp.second_opinion.margin
+    rows = np.full((6, len(rp.clusters)), -1.0, np.float32)  # (n, clusters): far below everything
+    rows[1, j] = c.review - 0.05
+    rows[2, j] = c.block + 0.04
+    rows[3, j] = c.block + margin + 0.05
+    rows[4, j] = c.block + margin + 0.2
+    rows[5, j] = c.review - 0.2
+    assert near_threshold(rp, rows, 0.1).tolist() == [False, True, True, True, False, False]
+    assert not near_threshold(rp, rows, 0.0).any()
+    anchor = next(k for k, c in enumerate(rp.clusters) if c.category == "benign")
+    rows[0, anchor] = c.review  # benign anchors have no thresholds of their own
+    assert not near_threshold(rp, rows[:1], 0.1)[0]
+
+
+@pytest.mark.parametrize("value", ['"0.1"', "true", "-0.1", "1.5"])
+def test_recheck_within_must_be_a_number_in_0_1(tmp_path, value):
+    pack = tmp_path / "p.toml"
+    pack.write_text(f'id = "x"\nversion = "1"\n[embedding]\nrecheck_within = {value}\n')
+    with pytest.raises(PolicyError, match="recheck_within"):
+        load_pack(pack)
+    pack.write_text('id = "x"\nversion = "1"\n[embedding]\nrecheck = 0.1\n')
+    with pytest.raises(PolicyError, match="unknown keys"):
+        load_pack(pack)
+    pack.write_text('id = "x"\nversion = "1"\n[embedding]\nrecheck_within = 0\n')
+    assert load_pack(pack).embedding.recheck_within == 0.0
+
+
+def test_length_groups_give_every_lane_a_group_when_there_are_rows_enough():
+    same = [12] * 40  # one length: a single group by padding cost alone
+    assert len(length_groups(same, 64)) == 1
+    groups = length_groups(same, 64, lanes=2)
+    assert len(groups) == 2 and sorted(k for g in groups for k in g) == list(range(40))
+    assert length_groups([7], 64, lanes=2) == [[0]]  # one row cannot be split
+
+
+class _Slow:
+    pack_id, pack_version = "p", "1"
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.threads: set[int] = set()
+
+    def load(self):
+        pass
+
+    def screen(self, items, region="default"):
+        self.threads.add(threading.get_ident())
+        if items == ["hang"]:
+            self.release.wait(30)
+        return [None] * len(items)
+
+
+def test_fail_closed_reuses_its_worker_threads_and_a_hung_call_does_not_hold_the_next():
+    inner = _Slow()
+    gate = FailClosed(inner, Deadline(0.3, 0.0))
+    before = threading.active_count()
+    for _ in range(30):
+        assert gate.screen(["a"]) == [None]
+    assert len(inner.threads) == 1 and threading.active_count() <= before + 1
+    (v,) = gate.screen(["hang"])
+    assert v.stage == "error" and "timed out" in v.reasons[0]
+    assert gate.screen(["a"]) == [None]  # served by a second worker while the first is stuck
+    assert len(inner.threads) == 2
+    inner.release.set()
+    deadline = time.monotonic() + 5
+    while len(gate._workers._idle) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(gate._workers._idle) == 2  # the stuck worker came back once its call ended
