@@ -60,15 +60,19 @@ class Encoder:
         self._fast = None  # int8 sessions (None: fast passes are exact)
         self._lane_pool = None  # threads that run a batch's length groups side by side
         if config.runtime == "onnx":
-            from .onnx_encoder import default_cache_dir, load_onnx_hidden
+            from .onnx_encoder import default_cache_dir, fp32_sessions, int8_sessions
 
             cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+            log = logging.getLogger(__name__)
             try:
-                self._onnx, self._fast = load_onnx_hidden(self.model, self.tokenizer, Path(path), cache,
-                                                          config.threads, config.spin, config.int8)
+                self._onnx = fp32_sessions(self.model, self.tokenizer, Path(path), cache, config.threads, config.spin)
             except Exception as exc:  # same embeddings either way: a slower gate beats a gate that is down
-                logging.getLogger(__name__).warning(
-                    "ONNX Runtime encoder unavailable (%s: %s); using PyTorch", exc.__class__.__name__, exc)
+                log.warning("ONNX Runtime encoder unavailable (%s: %s); using PyTorch", exc.__class__.__name__, exc)
+            if self._onnx is not None and config.int8:
+                try:
+                    self._fast = int8_sessions(self._onnx, self._lane_count())
+                except Exception as exc:  # fp32 alone gives the same verdicts, slower
+                    log.warning("int8 encoder unavailable (%s: %s); fp32 only", exc.__class__.__name__, exc)
 
     def _pooled(self, enc: dict, session=None) -> np.ndarray:
         """Mean pooling over real tokens, then L2 normalisation: (B, 384) float32."""
@@ -112,10 +116,10 @@ class Encoder:
         owner = np.asarray(enc["overflow_to_sample_mapping"], np.int64)
         out = np.empty((len(ids), DIM), np.float32)
         sessions = self._onnx if exact or self._fast is None else self._fast
-        lanes = (self.config.lanes or self.config.threads or os.cpu_count() or 1) if sessions is not None else 1
+        lanes = self._lane_count() if sessions is not None else 1
         groups = length_groups([len(x) for x in ids], self.config.batch_size, lanes)
         side_by_side = lanes > 1 and len(groups) > 1
-        session = None if sessions is None else sessions.lane if side_by_side else sessions.wide
+        session = None if sessions is None else sessions.lane() if side_by_side else sessions.wide()
 
         def run(group: list[int]) -> None:
             out[group] = self._pooled(padded(ids, group, self.tokenizer.pad_token_id or 0), session)
@@ -127,6 +131,9 @@ class Encoder:
             for group in groups:
                 run(group)
         return out, owner
+
+    def _lane_count(self) -> int:
+        return self.config.lanes or self.config.threads or os.cpu_count() or 1
 
     def _pool(self, lanes: int):
         """The lane threads, started on first use (a lock: concurrent screens must not start two pools)."""

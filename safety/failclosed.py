@@ -48,10 +48,11 @@ class _Job:
 class _Workers:
     """Daemon threads kept between calls (starting a thread per call cost 0.5-2 ms on a busy machine, a fifth of a
     single prompt's screen). A call takes an idle worker or starts one; a worker whose call overruns its deadline is
-    left to finish it (it cannot block process exit) and only then becomes idle again."""
+    left to finish it (it cannot block process exit) and only then becomes idle again; a worker idle for `idle_s`
+    exits, so a gate that is dropped is not kept alive by its workers."""
 
-    def __init__(self, name: str):
-        self._name = name
+    def __init__(self, name: str, idle_s: float = 60.0):
+        self._name, self._idle_s = name, idle_s
         self._idle: list[queue.SimpleQueue] = []
         self._lock = threading.Lock()
 
@@ -71,7 +72,14 @@ class _Workers:
 
     def _serve(self, inbox: queue.SimpleQueue) -> None:
         while True:
-            job = inbox.get()
+            try:
+                job = inbox.get(timeout=self._idle_s)
+            except queue.Empty:
+                with self._lock:
+                    if inbox in self._idle:  # else a caller has just taken it: its job is on the way
+                        self._idle.remove(inbox)
+                        return
+                continue
             try:
                 job.result = job.fn(*job.args)
             except BaseException as exc:  # handed to the caller
@@ -79,6 +87,7 @@ class _Workers:
             with self._lock:
                 self._idle.append(inbox)
             job.done.set()
+            job = None  # an idle worker holds neither the gate nor the last prompts
 
 
 class FailClosed:

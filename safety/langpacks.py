@@ -76,6 +76,8 @@ def load_language_pack(path: Path) -> LanguagePack:
     for entry in data.get("expand", ()):
         sets.setdefault(entry["set"], []).extend(expand(entry))
     code = str(data["code"])
+    if "allow" in data.get("conditional", {}):  # allow phrases clear hits in every language; evidence never gates them
+        raise ValueError(f"language pack {code!r}: an allow set cannot be conditional; list it under [sets]")
     stop = frozenset(normalize(w).text for w in data.get("stopwords", ()))
     inflections = tuple(
         Inflection(normalize(str(r["ends"])).text, tuple(normalize(str(f)).text for f in r["forms"]),

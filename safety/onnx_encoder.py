@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from dataclasses import dataclass
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -105,32 +105,63 @@ def quantize_int8(fp32: Path, out: Path) -> Path:
     return out
 
 
-@dataclass(frozen=True)
 class Sessions:
-    """One model file on two sessions: `wide` (intra-op threads) for a call that is a single group, `lane` (one
-    thread) shared by the lanes that run a batch's groups side by side (`run` is thread-safe)."""
+    """One model file's sessions, each opened on first use: `wide()` (intra-op threads) for a call that is a single
+    group, `lane()` (one thread) shared by the lanes that run a batch's groups side by side (`run` is thread-safe)."""
 
-    wide: OnnxHidden
-    lane: OnnxHidden
+    def __init__(self, path: Path, threads: int | None, spin: bool):
+        self.path, self._threads, self._spin = path, threads, spin
+        self._wide: OnnxHidden | None = None
+        self._lane: OnnxHidden | None = None
+        self._lock = threading.Lock()
 
-    @classmethod
-    def open(cls, path: Path, threads: int | None, spin: bool) -> Sessions:
-        return cls(OnnxHidden(path, threads, spin), OnnxHidden(path, 1))
+    def wide(self) -> OnnxHidden:
+        with self._lock:
+            if self._wide is None:
+                self._wide = OnnxHidden(self.path, self._threads, self._spin)
+            return self._wide
+
+    def lane(self) -> OnnxHidden:
+        with self._lock:
+            if self._lane is None:
+                self._lane = OnnxHidden(self.path, 1)
+            return self._lane
 
 
-def load_onnx_hidden(model, tokenizer, model_dir: Path, cache_dir: Path, threads: int | None, spin: bool = True,
-                     int8: bool = False) -> tuple[Sessions, Sessions | None]:
-    """(fp32 sessions, int8 sessions or None): exported and quantized once per machine, then read from `cache_dir`."""
+INT8_TAG = "int8-pc1"  # the quantisation settings: change it with them, so no stale copy is reused
+
+
+def fp32_sessions(model, tokenizer, model_dir: Path, cache_dir: Path, threads: int | None,
+                  spin: bool = True) -> Sessions:
+    """The fp32 encoder on ONNX Runtime: exported once per machine, then read from `cache_dir` (checked by opening)."""
     path = cache_dir / f"minilm-{weights_digest(model_dir)}.onnx"
     if not path.exists():
         export_onnx(model, tokenizer, path)
-    fast = None
-    if int8:
-        q = path.with_name(path.stem + "-int8.onnx")
-        if not q.exists():
-            quantize_int8(path, q)
-        fast = Sessions.open(q, threads, spin)
-    return Sessions.open(path, threads, spin), fast
+    sessions = Sessions(path, threads, spin)
+    sessions.wide()
+    return sessions
+
+
+def int8_sessions(fp32: Sessions, lanes: int) -> Sessions:
+    """The int8 copy of an exported encoder, quantised once per machine and ONNX Runtime version; the session it
+    will run on (`lane` with several lanes, else `wide`) is opened here, and a cached copy that will not open is
+    quantised again."""
+    import onnxruntime as ort
+
+    path = fp32.path.with_name(f"{fp32.path.stem}-{INT8_TAG}-ort{ort.__version__}.onnx")
+    if not path.exists():
+        quantize_int8(fp32.path, path)
+
+    def opened() -> Sessions:
+        sessions = Sessions(path, fp32._threads, fp32._spin)
+        sessions.lane() if lanes > 1 else sessions.wide()
+        return sessions
+
+    try:
+        return opened()
+    except Exception:  # a truncated or foreign file: quantise again, once
+        quantize_int8(fp32.path, path)
+        return opened()
 
 
 class OnnxProduct:

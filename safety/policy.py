@@ -84,9 +84,9 @@ class EmbeddingPolicy:
     # "any", or "latin" (only prompts with a Latin letter: the shipped encoder is English-only and scores other
     # scripts as noise; their language packs screen them).
     scripts: str = "any"
-    # The encoder's first pass runs int8 weights; a prompt whose int8 score for any cluster lies within this of one
-    # of its thresholds (review, block, block + second-opinion margin) is scored again in fp32, and that score
-    # decides, so verdicts are the fp32 encoder's wherever int8 deviates less than this. 1.0 rechecks every prompt.
+    # The encoder's first pass runs int8 weights and may only clear a prompt: one whose int8 score for some cluster
+    # reaches that cluster's review threshold minus this is scored again in fp32, which decides, so verdicts are the
+    # fp32 encoder's wherever int8 deviates less than this. 1.0 scores every prompt in fp32 alone.
     recheck_within: float = 0.1
 
 

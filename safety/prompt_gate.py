@@ -69,15 +69,15 @@ def second_opinion(rp: RegionPolicy, cluster: Cluster, score: float, lex: Lexica
     return None
 
 
-def near_threshold(rp: RegionPolicy, adjusted: np.ndarray, within: float) -> np.ndarray:
-    """(n,) bool: rows whose contrasted score for some cluster lies within `within` of one of that cluster's
-    thresholds (review, block, block + the second opinion's margin): the rows a fast score must not decide."""
+def needs_exact(rp: RegionPolicy, adjusted: np.ndarray, within: float) -> np.ndarray:
+    """(n,) bool: rows a fast (int8) score may not decide. It decides only clear allows: every cluster's contrasted
+    score below its review threshold by more than `within`. Anything else (a score near or above a review
+    threshold, where which cluster wins, its band and its second opinion all follow the scores; NaN) is rescored."""
     cols = [j for j, c in enumerate(rp.clusters) if c.category != BENIGN_ANCHOR]
     if not cols:
         return np.zeros(len(adjusted), bool)
-    margin = rp.second_opinion.margin
-    t = np.array([[c.review, c.block, c.block + margin] for c in rp.clusters])[cols]  # (k, 3)
-    return (np.abs(adjusted[:, cols, None] - t[None]) < within).any(axis=(1, 2))
+    review = np.array([rp.clusters[j].review for j in cols], np.float32)  # (k,)
+    return ~(adjusted[:, cols] < review - within).all(axis=1)
 
 
 def embedding_verdict(rp: RegionPolicy, sims: np.ndarray, lex: LexicalAnalysis | None = None,
@@ -197,13 +197,13 @@ class LayeredPromptGate:
 
     def _similarities(self, rp: RegionPolicy, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(n, n clusters) similarities and (n,) which rows are fp32: a fast (int8) pass over every text, then fp32
-        for each text whose fast score lies near a threshold (`[embedding] recheck_within`), which then decides.
-        Calls of fewer than FAST_MIN_BATCH texts go straight to fp32."""
+        for each text the fast pass cannot clear (`needs_exact`: within `[embedding] recheck_within` of a review
+        threshold, or above one), which then decides. Calls of fewer than FAST_MIN_BATCH texts go straight to fp32."""
         within = self.pack.embedding.recheck_within
         if not self._clusters.encoder.has_fast or within >= 1 or len(texts) < FAST_MIN_BATCH:
             return self._clusters.similarities(texts), np.ones(len(texts), bool)
         sims = self._clusters.similarities(texts, exact=False)
-        exact = near_threshold(rp, contrast(rp.clusters, sims), within)
+        exact = needs_exact(rp, contrast(rp.clusters, sims), within)
         if exact.any():
             sims[exact] = self._clusters.similarities([t for t, e in zip(texts, exact) if e])
         return sims, exact

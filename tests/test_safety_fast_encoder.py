@@ -1,8 +1,10 @@
 """The prompt encoder's int8 first pass: prompts near a threshold are rescored in fp32, so verdicts are fp32's."""
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from dataclasses import replace
 
 import numpy as np
@@ -10,9 +12,9 @@ import pytest
 
 from safety.calibrate import load_devset
 from safety.embedding import Encoder, EncoderConfig, length_groups
-from safety.failclosed import Deadline, FailClosed
+from safety.failclosed import Deadline, FailClosed, _Workers
 from safety.policy import PolicyError, load_pack
-from safety.prompt_gate import FAST_MIN_BATCH, LayeredPromptGate, contrast, near_threshold
+from safety.prompt_gate import FAST_MIN_BATCH, LayeredPromptGate, contrast, needs_exact
 
 ENC = EncoderConfig(threads=1)
 PACK = load_pack()
@@ -36,12 +38,12 @@ def fast() -> LayeredPromptGate:
 
 @pytest.fixture(scope="module")
 def near_and_far(fast):
-    """Development prompts the encoder reads: those whose fp32 score lies within 0.12 of a threshold (with their
-    fp32 scores), and the others."""
+    """Development prompts the encoder reads: those whose fp32 score for some cluster reaches its review threshold
+    minus 0.12 (with their fp32 scores), and the others."""
     texts = [e.text for e in load_devset()[::2] if fast.reads(e.text)]
     rp, _ = fast.region("default")
     adjusted = contrast(rp.clusters, fast.similarities(texts))  # calibration's path: fp32
-    near = near_threshold(rp, adjusted, 0.12)
+    near = needs_exact(rp, adjusted, 0.12)
     return [t for t, n in zip(texts, near) if n], [t for t, n in zip(texts, near) if not n], rp, adjusted[near]
 
 
@@ -62,12 +64,14 @@ def test_verdicts_with_the_int8_pass_are_the_fp32_verdicts(fast, near_and_far):
     for g, w in zip(got, want):
         if _reason(g, "encoder") == "fp32":  # a rescored prompt carries the fp32 score itself
             assert g.score == pytest.approx(w.score, abs=2e-4)
+        if g.stage == "embedding" and g.decision.value != "allow":  # int8 only ever clears a prompt
+            assert _reason(g, "encoder") == "fp32"
 
 
 def test_prompts_close_to_a_threshold_are_rescored_in_fp32(fast, near_and_far):
     near, far, rp, adjusted = near_and_far
-    close = set(np.flatnonzero(near_threshold(rp, adjusted, 0.02)))
-    assert close  # the development set has prompts within 0.02 of a threshold
+    close = set(np.flatnonzero(needs_exact(rp, adjusted, 0.02)))
+    assert close  # the development set has prompts at or above a review threshold minus 0.02
     rechecked: list[bool] = []
     for k in range(0, len(near), 64):
         _, exact = fast._similarities(rp, near[k:k + 64])
@@ -102,21 +106,19 @@ def test_an_encoder_without_int8_runs_fp32_for_both_passes(fast):
     assert np.allclose(a, b, atol=1e-4)
 
 
-def test_near_threshold_looks_at_review_block_and_the_second_opinion_margin(fast):
+def test_the_fast_pass_decides_only_clear_allows(fast):
     rp, _ = fast.region("default")
     j = next(k for k, c in enumerate(rp.clusters) if c.category == "violence")
-    c, margin = rp.clusters[j], rp.second_opinion.margin
+    c = rp.clusters[j]
     rows = np.full((6, len(rp.clusters)), -1.0, np.float32)  # (n, clusters): far below everything
-    rows[1, j] = c.review - 0.05
-    rows[2, j] = c.block + 0.04
-    rows[3, j] = c.block + margin + 0.05
-    rows[4, j] = c.block + margin + 0.2
-    rows[5, j] = c.review - 0.2
-    assert near_threshold(rp, rows, 0.1).tolist() == [False, True, True, True, False, False]
-    assert not near_threshold(rp, rows, 0.0).any()
+    rows[1, j] = c.review - 0.05  # near the review threshold
+    rows[2, j] = c.block + 0.3  # far above every threshold: which cluster wins still follows the scores
+    rows[3, j] = c.review - 0.2  # clear
+    rows[4, j] = np.nan
     anchor = next(k for k, c in enumerate(rp.clusters) if c.category == "benign")
-    rows[0, anchor] = c.review  # benign anchors have no thresholds of their own
-    assert not near_threshold(rp, rows[:1], 0.1)[0]
+    rows[5, anchor] = 1.0  # a benign anchor has no threshold of its own
+    assert needs_exact(rp, rows, 0.1).tolist() == [False, True, True, False, True, False]
+    assert needs_exact(rp, rows, 0.0).tolist() == [False, False, True, False, True, False]
 
 
 @pytest.mark.parametrize("value", ['"0.1"', "true", "-0.1", "1.5"])
@@ -159,7 +161,7 @@ class _Slow:
 
 def test_fail_closed_reuses_its_worker_threads_and_a_hung_call_does_not_hold_the_next():
     inner = _Slow()
-    gate = FailClosed(inner, Deadline(0.3, 0.0))
+    gate = FailClosed(inner, Deadline(2.0, 0.0))
     before = threading.active_count()
     for _ in range(30):
         assert gate.screen(["a"]) == [None]
@@ -169,7 +171,47 @@ def test_fail_closed_reuses_its_worker_threads_and_a_hung_call_does_not_hold_the
     assert gate.screen(["a"]) == [None]  # served by a second worker while the first is stuck
     assert len(inner.threads) == 2
     inner.release.set()
-    deadline = time.monotonic() + 5
-    while len(gate._workers._idle) < 2 and time.monotonic() < deadline:
+    _until(lambda: len(gate._workers._idle) == 2)  # the stuck worker came back once its call ended
+
+
+def _until(cond, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond() and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert len(gate._workers._idle) == 2  # the stuck worker came back once its call ended
+    assert cond()
+
+
+def test_idle_workers_exit_and_do_not_keep_a_dropped_gate_alive():
+    inner = _Slow()
+    alive = weakref.ref(inner)
+    gate = FailClosed(inner, Deadline(2.0, 0.0))
+    gate._workers = _Workers("test", idle_s=0.2)
+    workers = gate._workers
+    assert gate.screen(["a"]) == [None]
+    del gate, inner
+    _until(lambda: gc.collect() >= 0 and alive() is None)  # the idle worker holds no reference to the gate
+    _until(lambda: not workers._idle)  # and exits after idle_s
+
+
+def test_a_broken_int8_copy_is_made_again_and_no_int8_leaves_fp32_onnx(fast, tmp_path, monkeypatch, caplog):
+    import shutil
+
+    import safety.onnx_encoder as onnx_encoder
+
+    fp32 = fast._clusters.encoder._onnx.path
+    shutil.copy(fp32, tmp_path / fp32.name)  # a cache holding the fp32 export and a truncated int8 copy
+    enc = Encoder(replace(ENC, cache_dir=str(tmp_path)))
+    int8 = enc._fast.path
+    int8.write_bytes(int8.read_bytes()[:1000])
+    again = Encoder(replace(ENC, cache_dir=str(tmp_path)))
+    assert again.has_fast and int8.stat().st_size > 10_000_000
+    a, _ = again.encode_windows(["a red fox in the snow"] * 8, exact=False)
+    b, _ = fast._clusters.encoder.encode_windows(["a red fox in the snow"] * 8, exact=False)
+    assert np.allclose(a, b, atol=1e-5)
+
+    def broken(*args):
+        raise OSError("read-only cache")
+
+    monkeypatch.setattr(onnx_encoder, "int8_sessions", broken)
+    fallback = Encoder(replace(ENC, cache_dir=str(tmp_path)))
+    assert fallback._onnx is not None and not fallback.has_fast and "fp32 only" in caplog.text

@@ -134,3 +134,14 @@ def test_homographs_count_in_their_language_beside_english_tags_and_other_homogr
 def test_a_homograph_of_a_weaker_language_does_not_count(gate):
     """Spanish "negros" (black, plural) is not the French slur because "de" is also a French word."""
     assert "hate.slur" not in {f.rule for f in gate.analyse("clase de kárate con dos cinturones negros").findings}
+
+
+def test_an_allow_set_cannot_be_conditional_on_its_language(tmp_path):
+    from safety.langpacks import load_language_pack
+
+    pack = tmp_path / "fr.toml"
+    pack.write_text('code = "fr"\n[sets]\nallow = ["vache nue"]\n[conditional]\nallow = ["enfant nu"]\n')
+    with pytest.raises(ValueError, match="allow set cannot be conditional"):
+        load_language_pack(pack)
+    pack.write_text('code = "fr"\n[sets]\nallow = ["vache nue"]\n')
+    assert load_language_pack(pack).sets["allow"] == ("vache nue",)
