@@ -215,3 +215,17 @@ def test_a_broken_int8_copy_is_made_again_and_no_int8_leaves_fp32_onnx(fast, tmp
     monkeypatch.setattr(onnx_encoder, "int8_sessions", broken)
     fallback = Encoder(replace(ENC, cache_dir=str(tmp_path)))
     assert fallback._onnx is not None and not fallback.has_fast and "fp32 only" in caplog.text
+
+
+def test_hostile_batch_mates_do_not_change_a_verdict(fast, near_and_far):
+    """The int8 activation scale is set per call: an attacker who controls other prompts in a batch (very long, odd
+    characters, repeated tokens) must not move anyone's verdict off the fp32 one."""
+    near, _, _, _ = near_and_far
+    mates = ["x " * 400, "\u2588" * 300, "sex " * 60 + "!" * 200, "0123456789" * 40, "ŻŹĆŃĄŚŁĘÓ " * 50,
+             "a" * 2000, "kill " * 100, "🙂" * 200]
+    exact = _sharing(fast, 1.0)
+    targets = near[:20]
+    want = exact.screen(targets)
+    for k, target in enumerate(targets):
+        got = fast.screen([target] + mates)[0]
+        assert (got.decision, got.stage, got.categories) == (want[k].decision, want[k].stage, want[k].categories)
