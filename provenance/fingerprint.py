@@ -85,11 +85,16 @@ VIEWS = {
 
 def pdq_views(rgb: np.ndarray) -> dict[str, str]:
     """PDQ (hex) of each of VIEWS of an image, by view name."""
+    return {name: p.value for name, p in pdq_view_hashes(rgb).items()}
+
+
+def pdq_view_hashes(rgb: np.ndarray) -> dict[str, Pdq]:
+    """PDQ (hash and quality) of each of VIEWS of an image, by view name."""
     from PIL import Image
 
     im = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
     im.thumbnail((2 * HASH_SIDE, 2 * HASH_SIDE), Image.BILINEAR)  # keeps the aspect; views need no more pixels
-    return {name: pdq(np.asarray(view(im))).value for name, view in VIEWS.items()}
+    return {name: pdq(np.asarray(view(im))) for name, view in VIEWS.items()}
 
 
 def crop_search(original: np.ndarray, query_hw: tuple[int, int], variants: list[str], steps: int = 7) -> int | None:

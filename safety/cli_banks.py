@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--category", required=True, help="what the bank holds (csam, ncii, extremism, ...)")
     a.add_argument("--signals", nargs="*", default=[], metavar="FILE", help="CSV/JSON signal exports (PDQ rows)")
     a.add_argument("--image", nargs="*", default=[], metavar="IMAGE", help="images to hash (PDQ + crop views)")
+    a.add_argument("--min-quality", type=int, default=None, metavar="Q",
+                   help="PDQ quality (0-100) an image's hash needs to be banked (default 50, Meta's rule)")
     a.set_defaults(func=cmd_add)
     ls = bs.add_parser("list", help="one line per bank: id, category, version, signals, updated")
     where(ls)
@@ -63,6 +65,8 @@ def _rgb(name: str):
 def cmd_add(args: argparse.Namespace) -> int:
     from hallmark.cli import CommandError
 
+    from provenance.fingerprint import PDQ_MIN_QUALITY
+
     from .banks import BankError, image_signals, parse_signals
 
     if not args.signals and not args.image:
@@ -70,7 +74,10 @@ def cmd_add(args: argparse.Namespace) -> int:
     banks = _banks(args)
     try:
         signals = [s for f in args.signals for s in parse_signals(Path(f).read_bytes(), Path(f).name)]
-        signals += [s for f in args.image for s in image_signals(_rgb(f), Path(f).name)]
+        q = PDQ_MIN_QUALITY if args.min_quality is None else args.min_quality
+        if not 0 <= q <= 100:
+            raise CommandError(f"--min-quality {q}: PDQ quality runs from 0 to 100")
+        signals += [s for f in args.image for s in image_signals(_rgb(f), Path(f).name, q)]
         bank = banks.add(args.bank_id, args.category, signals)
     except (OSError, BankError) as exc:
         raise CommandError(str(exc)) from exc

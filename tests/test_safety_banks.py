@@ -141,3 +141,48 @@ def test_banks_cli_add_list_match(tmp_path, banked, capsys):
     assert [ln["blocked"] for ln in lines] == [True, True, True]
     assert lines[0]["matches"][0]["bank"] == "shared" and lines[1]["matches"][0]["bank"] == "ours"
     assert pdq(np.asarray(banked)).value  # the one PDQ implementation (provenance.fingerprint)
+
+
+def _flat(shade: int, side: int) -> np.ndarray:
+    return np.full((side, side, 3), shade, np.uint8)
+
+
+def test_a_flat_image_is_not_banked_and_why(tmp_path):
+    # A flat image's PDQ comes from rounding, not content: every blank output of that shade, at any size, shares it.
+    assert pdq(_flat(120, 256)).value == pdq(_flat(120, 640)).value and pdq(_flat(120, 256)).quality < 50
+    with pytest.raises(BankError, match="quality 0 is below 50"):
+        image_signals(_flat(120, 256), "blank.png")
+    # had it been banked (the rule overridden), an unrelated blank output would block
+    forced = HashBanks(BankConfig(tmp_path))
+    forced.add("forced", "csam", image_signals(_flat(120, 256), "blank.png", min_quality=0))
+    assert [m.bank_id for m in forced.match_image(_flat(120, 512))] == ["forced"]
+
+
+def test_views_below_the_quality_rule_are_dropped(banked):
+    rgb = np.full_like(np.asarray(banked), 128)
+    rgb[:, :40] = np.asarray(banked)[:, :40]  # content only in a strip on the left: crops without it are flat
+    views = {s.view for s in image_signals(rgb, "strip.png")}
+    assert pdq(rgb).quality >= 50 and "original" in views
+    assert {"crop10r", "crop10tl"} <= views and not {"crop10l", "crop25", "crop10tr"} & views  # 0 = flat
+
+
+def test_a_dimmed_copy_of_a_banked_image_still_matches(tmp_path, banked):
+    # Dimming keeps PDQ's bits (each is a coefficient against the median) but drops its quality below 50: a gate
+    # that skipped low-quality queries would let a dimmed copy of known-bad content through.
+    banks = HashBanks(BankConfig(tmp_path))
+    banks.add("known-bad", "csam", image_signals(np.asarray(banked), "astronaut.png"))
+    for scale in (0.08, 0.04):
+        dim = (np.asarray(banked).astype(np.float32) * scale).astype(np.uint8)
+        assert pdq(dim).quality < 50
+        assert [m.bank_id for m in banks.match_image(dim)] == ["known-bad"]
+
+
+def test_banks_cli_refuses_a_flat_image_with_a_reason(tmp_path, capsys):
+    flat = tmp_path / "blank.png"
+    Image.fromarray(_flat(200, 128)).save(flat)
+    d = str(tmp_path / "banks")
+    assert main(["safety", "banks", "add", "x", "--category", "csam", "--image", str(flat), "--dir", d]) != 0
+    assert "PDQ quality 0 is below 50" in capsys.readouterr().err
+    assert main(["safety", "banks", "add", "x", "--category", "csam", "--image", str(flat), "--dir", d,
+                 "--min-quality", "101"]) != 0
+    assert "0 to 100" in capsys.readouterr().err
