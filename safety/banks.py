@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from provenance.fingerprint import (PDQ_MATCH_DISTANCE, PDQ_MIN_QUALITY, PdqIndex, pdq, pdq_dihedral,
-                                    pdq_view_hashes)
+                                    pdq_view_hashes, trim_frame)
 
 BANK_CATEGORIES = ("csam", "ncii", "sexual", "protected_person", "violence", "extremism", "self_harm", "hate")
 _BANK_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -116,6 +116,9 @@ def image_signals(rgb: np.ndarray, source: str, min_quality: int = PDQ_MIN_QUALI
         raise BankError(f"{source}: PDQ quality {own.quality} is below {min_quality} (too flat: its hash would "
                         f"match unrelated blank images); not banked")
     views = list(pdq_view_hashes(rgb).items())
+    framed = trim_frame(rgb)
+    if framed is not None:  # a banked image with bars: its content alone, as an unframed copy would hash
+        views.append(("trimmed", pdq(framed)))
     for view, (x0, y0, x1, y1) in SIDE_CROPS.items():
         part = np.ascontiguousarray(rgb[round(h * y0):round(h * y1), round(w * x0):round(w * x1)])
         views.append((view, pdq(part)))
@@ -201,10 +204,13 @@ class HashBanks:
         return [BankMatch(b, banks[b].category, banks[b].version, d) for b, d in sorted(best.items(), key=lambda x: x[1])]
 
     def match_image(self, rgb: np.ndarray) -> list[BankMatch]:
-        """Matches for an image, its rotations and its flips."""
+        """Matches for an image, its rotations and its flips, and the same for its content when it has a uniform
+        frame (padding or bars: an evasion that costs an attacker nothing and moves PDQ past the distance)."""
         if not self._index_size():
             return []
-        return self.match_hashes([h.value for h in pdq_dihedral(rgb)])
+        framed = trim_frame(rgb)
+        variants = pdq_dihedral(rgb) + (pdq_dihedral(framed) if framed is not None else [])
+        return self.match_hashes([h.value for h in variants])
 
     def _index_size(self) -> int:
         self.refresh()

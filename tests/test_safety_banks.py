@@ -10,7 +10,7 @@ from PIL import Image
 from skimage import data
 
 from hallmark.cli import main
-from provenance.fingerprint import pdq
+from provenance.fingerprint import distance, pdq, pdq_dihedral
 from safety.banks import BankConfig, BankError, HashBanks, image_signals, parse_signals
 from safety.image_gate import ImageChecksConfig, LayeredImageGate
 from safety.policy import load_pack
@@ -186,3 +186,30 @@ def test_banks_cli_refuses_a_flat_image_with_a_reason(tmp_path, capsys):
     assert main(["safety", "banks", "add", "x", "--category", "csam", "--image", str(flat), "--dir", d,
                  "--min-quality", "101"]) != 0
     assert "0 to 100" in capsys.readouterr().err
+
+
+def _framed(rgb: np.ndarray, frame: str) -> np.ndarray:
+    p = rgb.shape[0] // 20  # 5 %
+    pads = {"white": (((p, p), (p, p), (0, 0)), 255), "right-bar": (((0, 0), (0, 4 * p), (0, 0)), 0),
+            "letterbox": (((2 * p, 2 * p), (0, 0), (0, 0)), 30)}[frame]
+    return np.pad(rgb, pads[0], constant_values=pads[1])
+
+
+@pytest.mark.parametrize("frame", ["white", "right-bar", "letterbox"])
+def test_a_framed_copy_of_a_banked_image_is_blocked(gate, banked, frame):
+    # Padding moves PDQ 60-110 bits (past the match distance on its own); the gate also hashes the content inside a
+    # uniform frame. JPEG q75 after framing, and a mirror, as a re-share would.
+    copy = _jpeg(Image.fromarray(_framed(np.asarray(banked), frame)).transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+    assert min(distance(v.value, pdq(np.asarray(banked)).value) for v in pdq_dihedral(np.asarray(copy))) > 31
+    (v,) = gate.screen([copy])
+    assert v.decision == Decision.BLOCK and v.stage == "hashbank" and v.reasons[0].startswith("bank=known-bad ")
+    other = _jpeg(Image.fromarray(_framed(data.coffee(), frame)))
+    assert gate.screen([other])[0].stage != "hashbank"
+
+
+def test_a_banked_image_with_bars_matches_its_unframed_copy(tmp_path, banked):
+    banks = HashBanks(BankConfig(tmp_path))
+    signals = image_signals(_framed(np.asarray(banked), "letterbox"), "letterboxed.png")
+    assert "trimmed" in {s.view for s in signals}
+    banks.add("known-bad", "csam", signals)
+    assert [m.bank_id for m in banks.match_image(np.asarray(_jpeg(banked)))] == ["known-bad"]
