@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from provenance.fingerprint import (PDQ_MATCH_DISTANCE, PDQ_MIN_QUALITY, PdqIndex, pdq, pdq_dihedral,
+from provenance.fingerprint import (PDQ_MATCH_DISTANCE, PDQ_MIN_QUALITY, Pdq, PdqIndex, pdq, pdq_dihedral,
                                     pdq_view_hashes, trim_frame)
 
 BANK_CATEGORIES = ("csam", "ncii", "sexual", "protected_person", "violence", "extremism", "self_harm", "hate")
@@ -105,23 +105,30 @@ def parse_signals(data: bytes, name: str = "") -> list[Signal]:
 SIDE_CROPS = {"crop10l": (0.1, 0, 1, 1), "crop10r": (0, 0, 0.9, 1), "crop10t": (0, 0.1, 1, 1), "crop10b": (0, 0, 1, 0.9)}
 
 
+def _views(rgb: np.ndarray) -> list[tuple[str, Pdq]]:
+    """PDQ of an image's common crops and small rotations, by view name."""
+    h, w = rgb.shape[:2]
+    views = list(pdq_view_hashes(rgb).items())
+    for view, (x0, y0, x1, y1) in SIDE_CROPS.items():
+        part = np.ascontiguousarray(rgb[round(h * y0):round(h * y1), round(w * x0):round(w * x1)])
+        views.append((view, pdq(part)))
+    return views
+
+
 def image_signals(rgb: np.ndarray, source: str, min_quality: int = PDQ_MIN_QUALITY) -> list[Signal]:
     """An image's PDQ plus the PDQ of its common crops and small rotations, each kept only at PDQ quality
-    >= `min_quality` (Meta's rule: below 50 a hash says little). An image whose own hash falls short is refused: a
-    flat image's hash comes from rounding, not content, so every blank output of its shade would match it. Queries
-    are never filtered by quality: a dimmed copy of a banked image keeps its hash and loses quality."""
-    h, w = rgb.shape[:2]
+    >= `min_quality` (Meta's rule: below 50 a hash says little); an image with a uniform frame also gets its content's
+    hash and views (`trimmed`, `trimmed/<view>`). An image whose own hash falls short is refused: a flat image's hash
+    comes from rounding, not content, so every blank output of its shade would match it. Queries are never filtered
+    by quality: a dimmed copy of a banked image keeps its hash and loses quality."""
     own = pdq(rgb)
     if own.quality < min_quality:
         raise BankError(f"{source}: PDQ quality {own.quality} is below {min_quality} (too flat: its hash would "
                         f"match unrelated blank images); not banked")
-    views = list(pdq_view_hashes(rgb).items())
-    framed = trim_frame(rgb)
-    if framed is not None:  # a banked image with bars: its content alone, as an unframed copy would hash
-        views.append(("trimmed", pdq(framed)))
-    for view, (x0, y0, x1, y1) in SIDE_CROPS.items():
-        part = np.ascontiguousarray(rgb[round(h * y0):round(h * y1), round(w * x0):round(w * x1)])
-        views.append((view, pdq(part)))
+    views = _views(rgb)
+    content = trim_frame(rgb)
+    if content is not None:  # banked with bars: the content alone, as a copy without them (and cropped) hashes
+        views += [("trimmed", pdq(content))] + [(f"trimmed/{name}", p) for name, p in _views(content)]
     return [Signal(own.value, source)] + [Signal(p.value, source, view) for view, p in views if p.quality >= min_quality]
 
 

@@ -189,13 +189,19 @@ def test_banks_cli_refuses_a_flat_image_with_a_reason(tmp_path, capsys):
 
 
 def _framed(rgb: np.ndarray, frame: str) -> np.ndarray:
-    p = rgb.shape[0] // 20  # 5 %
+    h, w = rgb.shape[:2]
+    p = h // 20  # 5 %
+    if frame == "dim-black":  # dimmed to quality < 50, then framed in black: the frame test must use its contrast
+        return np.pad((rgb.astype(np.float32) * 0.04).astype(np.uint8), ((p, p), (p, p), (0, 0)))
     pads = {"white": (((p, p), (p, p), (0, 0)), 255), "right-bar": (((0, 0), (0, 4 * p), (0, 0)), 0),
-            "letterbox": (((2 * p, 2 * p), (0, 0), (0, 0)), 30)}[frame]
+            "letterbox": (((2 * p, 2 * p), (0, 0), (0, 0)), 30),
+            "wide-bar": (((0, 0), (0, w * 3 // 2), (0, 0)), 0),  # a bar wider than the picture
+            "corner-of-canvas": (((0, h), (0, w), (0, 0)), 255)}[frame]  # the picture in one corner of a blank canvas
     return np.pad(rgb, pads[0], constant_values=pads[1])
 
 
-@pytest.mark.parametrize("frame", ["white", "right-bar", "letterbox"])
+@pytest.mark.parametrize("frame", ["white", "right-bar", "letterbox", "wide-bar", "corner-of-canvas",
+                                   "dim-black"])
 def test_a_framed_copy_of_a_banked_image_is_blocked(gate, banked, frame):
     # Padding moves PDQ 60-110 bits (past the match distance on its own); the gate also hashes the content inside a
     # uniform frame. JPEG q75 after framing, and a mirror, as a re-share would.
@@ -212,4 +218,5 @@ def test_a_banked_image_with_bars_matches_its_unframed_copy(tmp_path, banked):
     signals = image_signals(_framed(np.asarray(banked), "letterbox"), "letterboxed.png")
     assert "trimmed" in {s.view for s in signals}
     banks.add("known-bad", "csam", signals)
-    assert [m.bank_id for m in banks.match_image(np.asarray(_jpeg(banked)))] == ["known-bad"]
+    for name, im in edits(banked).items():  # the bars removed, then cropped or re-encoded
+        assert [m.bank_id for m in banks.match_image(np.asarray(im))] == ["known-bad"], name
