@@ -235,6 +235,22 @@ class PdqIndex:
             out.append(hits[:k])
         return out
 
+    def within(self, values: list[str], max_distance: int = PDQ_MATCH_DISTANCE) -> list[tuple[str, int]]:
+        """Every id within `max_distance` of any of `values` (a range search: no k to fill), each once at its
+        smallest distance, nearest first."""
+        if not values:
+            return []
+        with self._lock:
+            if not self._ids:
+                return []
+            lims, dist, pos = self._index.range_search(hex_to_bytes([v.lower() for v in values]), max_distance + 1)
+            ids, stale = self._ids, set(self._stale)
+        best: dict[str, int] = {}
+        for p, d in zip(pos.tolist(), dist.tolist()):
+            if p not in stale:
+                best[ids[p]] = min(int(d), best.get(ids[p], int(d)))
+        return sorted(best.items(), key=lambda item: (item[1], item[0]))
+
     def nearest(self, variants: list[str], k: int = 5,
                 max_distance: int = PDQ_MATCH_DISTANCE) -> list[tuple[str, int]]:
         """One image given as several hashes (its dihedral variants): each id once, at its smallest distance."""

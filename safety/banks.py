@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,12 +23,20 @@ import numpy as np
 from provenance.fingerprint import (PDQ_MATCH_DISTANCE, PDQ_MIN_QUALITY, Pdq, PdqIndex, pdq, pdq_dihedral,
                                     pdq_view_hashes, trim_frame)
 
+# Most severe first: a match in several banks is reported under the first of their categories.
 BANK_CATEGORIES = ("csam", "ncii", "sexual", "protected_person", "violence", "extremism", "self_harm", "hate")
 _BANK_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _VALUE_KEYS = ("signal_value", "signal", "indicator", "hash", "value", "pdq")
 _TYPE_KEYS = ("signal_type", "indicator_type", "type")
 _SOURCE_KEYS = ("id", "signal_id", "content_id", "indicator_id", "source")
+
+
+def flat_hash(value: str) -> bool:
+    """Whether a PDQ value is a flat image's: PDQ sets a bit per coefficient above their median, so an image's hash has
+    128 of 256 bits set; a flat image's coefficients tie and give a fixed pattern (0-88 bits set, by shade) that
+    every blank image of that shade shares."""
+    return not 96 <= bin(int(value, 16)).count("1") <= 160
 
 
 class BankError(ValueError):
@@ -133,82 +142,132 @@ def image_signals(rgb: np.ndarray, source: str, min_quality: int = PDQ_MIN_QUALI
 
 
 class HashBanks:
-    """The banks of one directory and a FAISS index over all their signals; reloads when the directory changes."""
+    """The banks of one directory and a FAISS index over all their signals; reloads when the directory changes.
+
+    A bank lives in `<bank_id>.json` and nowhere else. A file that will not read (bad JSON, a bank id that is not
+    its name, an unknown category, a malformed PDQ value) fails every match until it is fixed: the gate then routes
+    images to review (fail closed) instead of silently matching without that bank.
+    """
 
     def __init__(self, config: BankConfig):
         self.config = config
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # swaps of the loaded state
+        self._reload = threading.Lock()  # one reload at a time: concurrent callers wait, then see it done
         self._stamp: tuple | None = None
+        self._failed: BankError | None = None  # the last load's error, kept with its stamp (no re-parse per call)
         self._banks: dict[str, Bank] = {}
         self._index = PdqIndex()
         self._owner: dict[str, str] = {}  # index id -> bank id
 
-    def _files(self) -> list[Path]:
+    def _stamp_now(self) -> tuple:
         d = self.config.directory
-        return sorted(d.glob("*.json")) if d.is_dir() else []
+        out = []
+        for f in sorted(d.glob("*.json")) if d.is_dir() else []:
+            try:
+                st = f.stat()
+            except FileNotFoundError:  # removed since the listing
+                continue
+            out.append((f, st.st_mtime_ns, st.st_size))
+        return tuple(out)
 
     def refresh(self) -> None:
         """Load the directory again if any bank file was added, changed or removed since the last load."""
-        files = self._files()
-        stamp = tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files)
-        if stamp == self._stamp:
-            return
-        banks = {b.bank_id: b for b in (self._read(f) for f in files)}
-        index, owner = PdqIndex(), {}
-        for b in banks.values():
-            ids = [f"{b.bank_id}/{n}" for n in range(len(b.signals))]
-            index.add(ids, [s.value for s in b.signals])
-            owner.update(dict.fromkeys(ids, b.bank_id))
-        with self._lock:
-            self._banks, self._index, self._owner, self._stamp = banks, index, owner, stamp
+        with self._reload:
+            stamp = self._stamp_now()
+            if stamp != self._stamp:
+                try:
+                    banks = {b.bank_id: b for b in (self._read(f) for f, _, _ in stamp)}
+                except BankError as exc:
+                    self._stamp, self._failed = stamp, exc
+                    raise
+                index, owner = PdqIndex(), {}
+                for b in banks.values():
+                    ids = [f"{b.bank_id}/{n}" for n in range(len(b.signals))]
+                    index.add(ids, [s.value for s in b.signals])
+                    owner.update(dict.fromkeys(ids, b.bank_id))
+                with self._lock:
+                    self._banks, self._index, self._owner, self._stamp, self._failed = banks, index, owner, stamp, None
+            if self._failed is not None:
+                raise self._failed
 
     @staticmethod
     def _read(path: Path) -> Bank:
+        """One bank file, checked: its id is its file name, its category is known, every value is a PDQ hash."""
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
-            return Bank(d["bank_id"], d["category"], int(d["version"]), d.get("updated", ""),
-                        tuple(Signal(s["value"], s.get("source", ""), s.get("view", "original")) for s in d["signals"]))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            bank = Bank(d["bank_id"], d["category"], int(d["version"]), str(d.get("updated", "")),
+                        tuple(Signal(s["value"], str(s.get("source", "")), str(s.get("view", "original")))
+                              for s in d["signals"]))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BankError(f"bank file {path}: {exc.__class__.__name__}: {exc}") from exc
+        if bank.bank_id != path.stem or not _BANK_ID.match(str(bank.bank_id)):
+            raise BankError(f"bank file {path}: holds bank id {bank.bank_id!r}; a bank lives only in <bank_id>.json "
+                            f"(a copy under another name would shadow it)")
+        if bank.category not in BANK_CATEGORIES:
+            raise BankError(f"bank file {path}: category {bank.category!r} is not one of {', '.join(BANK_CATEGORIES)}")
+        bad = next((n for n, sig in enumerate(bank.signals) if not isinstance(sig.value, str) or not _HEX.match(sig.value)),
+                   None)
+        if bad is not None:
+            raise BankError(f"bank file {path}: signal {bad}: not a 64-hex-digit PDQ value")
+        return bank
 
     def banks(self) -> list[Bank]:
         self.refresh()
         return sorted(self._banks.values(), key=lambda b: b.bank_id)
 
     def add(self, bank_id: str, category: str, signals: list[Signal]) -> Bank:
-        """Add signals to a bank (created if missing); the new version is written atomically."""
+        """Add signals to a bank (created if missing); the new version is written atomically, under a lock on the
+        directory so that concurrent adds (other processes too) each build on the last one."""
+        import fcntl
+
         if not _BANK_ID.match(bank_id):
             raise BankError(f"bank id {bank_id!r}: lower-case letters, digits, '.', '_', '-' (up to 64)")
         if category not in BANK_CATEGORIES:
             raise BankError(f"category {category!r}: one of {', '.join(BANK_CATEGORIES)}")
-        self.refresh()
-        old = self._banks.get(bank_id)
-        if old and old.category != category:
-            raise BankError(f"bank {bank_id!r} holds category {old.category!r}, not {category!r}")
-        seen = {(s.value, s.view) for s in old.signals} if old else set()
-        fresh = tuple(s for s in signals if (s.value, s.view) not in seen and not seen.add((s.value, s.view)))
-        bank = Bank(bank_id, category, (old.version if old else 0) + 1,
-                    datetime.now(timezone.utc).isoformat(timespec="seconds"), (old.signals if old else ()) + fresh)
+        bad = next((s.value for s in signals if not isinstance(s.value, str) or not _HEX.match(s.value)), None)
+        if bad is not None:
+            raise BankError(f"signal {bad!r}: not a 64-hex-digit PDQ value (lower case)")
+        flat = [s for s in signals if flat_hash(s.value)]
+        if flat:
+            raise BankError(f"{len(flat)} signal(s) are flat-image hashes (e.g. {flat[0].source or flat[0].value}): "
+                            f"they would match every blank image of one shade; not banked")
         self.config.directory.mkdir(parents=True, exist_ok=True)
-        path = self.config.directory / f"{bank_id}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"bank_id": bank.bank_id, "category": bank.category, "version": bank.version,
-                                   "updated": bank.updated, "signals": [s.__dict__ for s in bank.signals]}),
-                       encoding="utf-8")
-        os.replace(tmp, path)
+        with open(self.config.directory / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            path = self.config.directory / f"{bank_id}.json"
+            old = self._read(path) if path.exists() else None
+            if old and old.category != category:
+                raise BankError(f"bank {bank_id!r} holds category {old.category!r}, not {category!r}")
+            seen = {(s.value, s.view) for s in old.signals} if old else set()
+            fresh = tuple(s for s in signals if (s.value, s.view) not in seen and not seen.add((s.value, s.view)))
+            bank = Bank(bank_id, category, (old.version if old else 0) + 1,
+                        datetime.now(timezone.utc).isoformat(timespec="seconds"), (old.signals if old else ()) + fresh)
+            fd, tmp = tempfile.mkstemp(dir=self.config.directory, prefix=f".{bank_id}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    json.dump({"bank_id": bank.bank_id, "category": bank.category, "version": bank.version,
+                               "updated": bank.updated, "signals": [s.__dict__ for s in bank.signals]}, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
         self.refresh()
         return bank
 
     def match_hashes(self, values: list[str]) -> list[BankMatch]:
-        """Banks holding a signal within max_distance of any of `values` (one image's variants), nearest first."""
+        """Every bank holding a signal within max_distance of any of `values` (one image's variants), at its nearest
+        signal; the most severe category first (BANK_CATEGORIES order), then the nearest: a near-duplicate-heavy
+        bank of a milder category cannot hide a csam match."""
         self.refresh()
         with self._lock:
             index, owner, banks = self._index, self._owner, self._banks
         best: dict[str, int] = {}
-        for hit_id, d in index.nearest(values, k=8, max_distance=self.config.max_distance):
+        for hit_id, d in index.within(values, self.config.max_distance):
             b = owner[hit_id]
             best[b] = min(d, best.get(b, d))
-        return [BankMatch(b, banks[b].category, banks[b].version, d) for b, d in sorted(best.items(), key=lambda x: x[1])]
+        found = [BankMatch(b, banks[b].category, banks[b].version, d) for b, d in best.items()]
+        return sorted(found, key=lambda m: (BANK_CATEGORIES.index(m.category), m.distance, m.bank_id))
 
     def match_image(self, rgb: np.ndarray) -> list[BankMatch]:
         """Matches for an image, its rotations and its flips, and the same for its content when it has a uniform

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -67,13 +68,18 @@ def cmd_add(args: argparse.Namespace) -> int:
 
     from provenance.fingerprint import PDQ_MIN_QUALITY
 
-    from .banks import BankError, image_signals, parse_signals
+    from .banks import BankError, flat_hash, image_signals, parse_signals
 
     if not args.signals and not args.image:
         raise CommandError("nothing to add: pass --signals FILE and/or --image IMAGE")
     banks = _banks(args)
     try:
         signals = [s for f in args.signals for s in parse_signals(Path(f).read_bytes(), Path(f).name)]
+        flat = [s for s in signals if flat_hash(s.value)]
+        if flat:  # exports do carry them (HMA filters by quality when matching): skip, and say which
+            print(f"skipped {len(flat)} flat-image hash(es), which would match blank images: "
+                  + ", ".join(s.source for s in flat[:5]) + (" ..." if len(flat) > 5 else ""), file=sys.stderr)
+            signals = [s for s in signals if not flat_hash(s.value)]
         q = PDQ_MIN_QUALITY if args.min_quality is None else args.min_quality
         if not 0 <= q <= 100:
             raise CommandError(f"--min-quality {q}: PDQ quality runs from 0 to 100")

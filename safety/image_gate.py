@@ -50,10 +50,12 @@ def decide(rp: RegionPolicy, f: ImageFindings) -> Verdict:
     return verdict(Decision.ALLOW, "nsfw", (), sexual)
 
 
-def bank_verdict(rp: RegionPolicy, m: BankMatch) -> Verdict:
-    """A hash-bank match blocks outright, naming the bank (id, version) in the verdict and so in the audit."""
+def bank_verdict(rp: RegionPolicy, matches: list[BankMatch]) -> Verdict:
+    """A hash-bank match blocks outright, under the most severe matched bank's category, naming every matched bank
+    (id, version) in the verdict and so in the audit."""
+    m = matches[0]
     return Verdict(Decision.BLOCK, "hashbank", rp.pack_id, rp.version, (m.category, "hash_bank"), float(m.distance),
-                   (m.reason(),))
+                   tuple(x.reason() for x in matches))
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ class LayeredImageGate:
             for i, im in good:
                 matches = self.banks.match_image(np.asarray(im.convert("RGB")))
                 if matches:
-                    verdicts[i] = bank_verdict(rp, matches[0])
+                    verdicts[i] = bank_verdict(rp, matches)
                 else:
                     unmatched.append((i, im))
             good = unmatched

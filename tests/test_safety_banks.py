@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,13 +12,20 @@ from skimage import data
 
 from hallmark.cli import main
 from provenance.fingerprint import distance, pdq, pdq_dihedral
-from safety.banks import BankConfig, BankError, HashBanks, image_signals, parse_signals
-from safety.image_gate import ImageChecksConfig, LayeredImageGate
+from safety.banks import BankConfig, BankError, HashBanks, Signal, flat_hash, image_signals, parse_signals
+from safety.failclosed import Deadline, FailClosed
+from safety.image_gate import ImageChecksConfig, LayeredImageGate, bank_verdict
 from safety.policy import load_pack
 from safety.verdict import Decision
 
-A = "f" * 64
+A = "f" * 32 + "0" * 32  # hashes of image content set 128 of 256 bits
 B = "0123456789abcdef" * 4
+
+
+def _flip(value: str, n: int) -> str:
+    """`value` with its lowest n bits of each half flipped (distance 2n; as many bits set as before for A)."""
+    mask = (1 << n) - 1
+    return f"{int(value, 16) ^ mask ^ (mask << 128):064x}"
 
 
 def _jpeg(im: Image.Image, quality: int = 75) -> Image.Image:
@@ -77,8 +85,8 @@ def test_banks_are_versioned_per_bank_with_one_category(tmp_path):
 def test_hash_matching_is_within_the_pdq_distance(tmp_path):
     banks = HashBanks(BankConfig(tmp_path))
     banks.add("b", "extremism", parse_signals(f"{A}\n".encode()))
-    near = "0" * 7 + "f" * 57  # 28 bits away
-    far = "0" * 9 + "f" * 55  # 36 bits away
+    near = _flip(A, 14)  # 28 bits away
+    far = _flip(A, 18)  # 36 bits away
     assert [(m.bank_id, m.distance) for m in banks.match_hashes([near])] == [("b", 28)]
     assert banks.match_hashes([far]) == []
 
@@ -152,10 +160,10 @@ def test_a_flat_image_is_not_banked_and_why(tmp_path):
     assert pdq(_flat(120, 256)).value == pdq(_flat(120, 640)).value and pdq(_flat(120, 256)).quality < 50
     with pytest.raises(BankError, match="quality 0 is below 50"):
         image_signals(_flat(120, 256), "blank.png")
-    # had it been banked (the rule overridden), an unrelated blank output would block
-    forced = HashBanks(BankConfig(tmp_path))
-    forced.add("forced", "csam", image_signals(_flat(120, 256), "blank.png", min_quality=0))
-    assert [m.bank_id for m in forced.match_image(_flat(120, 512))] == ["forced"]
+    # with the rule overridden, the bank itself still refuses the hash (its bits give it away; so for hash imports)
+    assert flat_hash(pdq(_flat(120, 256)).value) and not flat_hash(pdq(np.asarray(data.astronaut())).value)
+    with pytest.raises(BankError, match="flat-image hash"):
+        HashBanks(BankConfig(tmp_path)).add("forced", "csam", image_signals(_flat(120, 256), "blank.png", 0))
 
 
 def test_views_below_the_quality_rule_are_dropped(banked):
@@ -220,3 +228,69 @@ def test_a_banked_image_with_bars_matches_its_unframed_copy(tmp_path, banked):
     banks.add("known-bad", "csam", signals)
     for name, im in edits(banked).items():  # the bars removed, then cropped or re-encoded
         assert [m.bank_id for m in banks.match_image(np.asarray(im))] == ["known-bad"], name
+
+
+def test_a_milder_bank_full_of_near_duplicates_cannot_hide_a_csam_match(tmp_path, banked):
+    rgb = np.asarray(banked)
+    banks = HashBanks(BankConfig(tmp_path))
+    banks.add("adult", "sexual", image_signals(rgb, "a.png"))
+    own = pdq(rgb).value
+    flips = [f"{int(own, 16) ^ (1 << b):064x}" for b in range(12)]  # a dozen hashes 1 bit away
+    banks.add("adult", "sexual", [Signal(v, "dup") for v in flips])
+    far = f"{int(own, 16) ^ ((1 << 20) - 1):064x}"  # 20 bits away
+    banks.add("csam-main", "csam", [Signal(far, "ncmec")])
+    matches = banks.match_image(rgb)
+    assert [(m.bank_id, m.category) for m in matches] == [("csam-main", "csam"), ("adult", "sexual")]
+    assert matches[0].distance == 20 and matches[1].distance == 0
+    v = bank_verdict(load_pack().for_region("default"), matches)
+    assert v.categories == ("csam", "hash_bank") and len(v.reasons) == 2
+
+
+@pytest.mark.parametrize("content, problem", [
+    ({"bank_id": "csam-main", "category": "csam", "version": 0, "signals": []}, "a bank lives only in"),  # a backup
+    ({"bank_id": "zz-copy", "category": "CSAM", "version": 1, "signals": []}, "category 'CSAM'"),
+    ({"bank_id": "zz-copy", "category": "csam", "version": 1, "signals": [{"value": "xyz"}]}, "signal 0"),
+    ("{not json", "JSONDecodeError"),
+])
+def test_a_bad_bank_file_fails_closed_and_says_which(tmp_path, banked, content, problem):
+    rgb = np.asarray(banked)
+    banks = HashBanks(BankConfig(tmp_path))
+    banks.add("csam-main", "csam", image_signals(rgb, "a.png"))
+    (tmp_path / "zz-copy.json").write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(BankError, match=problem):
+        banks.match_image(rgb)
+    gate = FailClosed(LayeredImageGate(load_pack(), ImageChecksConfig(threads=1, banks=str(tmp_path))),
+                      Deadline(base_s=60), echo_errors=True)
+    (v,) = gate.screen([banked])
+    assert v.decision == Decision.REVIEW and v.stage == "error" and "zz-copy.json" in v.reasons[0]
+    (tmp_path / "zz-copy.json").unlink()
+    assert [m.bank_id for m in banks.match_image(rgb)] == ["csam-main"]  # fixed: matching resumes
+
+
+def _add_one(directory: str, n: int) -> None:
+    HashBanks(BankConfig(Path(directory))).add("shared", "csam", [Signal(f"{int(A, 16) ^ n ^ (n << 128):064x}", f"p{n}")])
+
+
+def test_concurrent_adds_from_several_processes_keep_every_signal(tmp_path):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_add_one, args=(str(tmp_path), n)) for n in range(1, 7)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 6
+    (bank,) = HashBanks(BankConfig(tmp_path)).banks()
+    assert bank.version == 6 and sorted(s.source for s in bank.signals) == [f"p{n}" for n in range(1, 7)]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_banks_cli_skips_flat_image_hashes_in_an_export_and_says_so(tmp_path, capsys):
+    export = tmp_path / "export.csv"
+    export.write_text(f"signal_type,signal,id\npdq,{'0' * 64},te-flat\npdq,{B},te-good\n")
+    d = str(tmp_path / "banks")
+    assert main(["safety", "banks", "add", "shared", "--category", "csam", "--signals", str(export), "--dir", d]) == 0
+    assert "skipped 1 flat-image hash(es)" in capsys.readouterr().err
+    (bank,) = HashBanks(BankConfig(Path(d))).banks()
+    assert [s.source for s in bank.signals] == ["te-good"]
