@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import re
 import tempfile
@@ -80,33 +81,57 @@ class BankMatch:
 
 def parse_signals(data: bytes, name: str = "") -> list[Signal]:
     """PDQ signals from a ThreatExchange/HMA export: CSV with a header (signal_type/indicator_type + signal/indicator
-    /hash columns), headerless "pdq,<hex>" or "<hex>" lines, or JSON (a list of such objects, {"signals": [...]},
-    or {"pdq": ["<hex>", ...]}). Rows of another signal type are skipped; a malformed PDQ value is an error."""
-    text = data.decode("utf-8-sig")
-    if text.lstrip().startswith(("[", "{")):
-        obj = json.loads(text)
-        rows = obj.get("signals", obj) if isinstance(obj, dict) else obj
-        if isinstance(rows, dict):  # {"pdq": [...], "md5": [...]}
-            rows = [{"signal_type": k, "signal_value": v} for k, vs in rows.items() for v in vs]
-    else:
-        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-        first = lines[0].lower() if lines else ""
-        if any(k in first for k in _VALUE_KEYS + _TYPE_KEYS) and not re.search("[0-9a-f]{64}", first):
-            rows = list(csv.DictReader(io.StringIO("\n".join(lines))))
-        else:
-            rows = [dict(zip(("signal_type", "signal_value"), r)) if len(r) > 1 else {"signal_value": r[0]}
-                    for r in csv.reader(lines)]
+    /hash columns), headerless "pdq,<hex>", "<hex>,<id>" or "<hex>" lines, or JSON (a list of such objects or of hex
+    strings, {"signals": [...]}, or {"pdq": ["<hex>", ...]}). Rows of another signal type are skipped; a malformed
+    PDQ value, a file that does not parse, or one with no PDQ row at all is an error (BankError, naming the row)."""
+    label = name or "signals"
+    try:
+        rows = _rows(data)
+    except (UnicodeDecodeError, ValueError, TypeError, AttributeError, csv.Error) as exc:
+        raise BankError(f"{label}: not a signal export ({exc.__class__.__name__})") from exc
     out = []
     for n, row in enumerate(rows, 1):
-        row = {str(k).strip().lower(): str(v).strip() for k, v in row.items() if k is not None}
+        if isinstance(row, str):
+            row = {"signal_value": row}
+        if not isinstance(row, dict):
+            raise BankError(f"{label}: row {n}: expected an object or a PDQ string")
+        row = {str(k).strip().lower(): str(v).strip() for k, v in row.items() if k is not None and v is not None}
         kind = next((row[k].lower() for k in _TYPE_KEYS if row.get(k)), "pdq")
         if kind not in ("pdq", "hash_pdq", "pdq_hash"):
             continue
         value = next((row[k].lower() for k in _VALUE_KEYS if row.get(k)), "")
         if not _HEX.match(value):
-            raise BankError(f"{name or 'signals'}: row {n}: not a 64-hex-digit PDQ value")
+            raise BankError(f"{label}: row {n}: not a 64-hex-digit PDQ value")
         out.append(Signal(value, next((row[k] for k in _SOURCE_KEYS if row.get(k)), f"{name}:{n}")))
+    if rows and not out:
+        raise BankError(f"{label}: {len(rows)} rows and no PDQ signal among them (check the columns)")
     return out
+
+
+def _rows(data: bytes) -> list:
+    """The rows of an export, before checking: dicts (CSV or JSON objects) or bare strings."""
+    text = data.decode("utf-8-sig")
+    if text.lstrip().startswith(("[", "{")):
+        obj = json.loads(text)
+        rows = obj.get("signals", obj) if isinstance(obj, dict) else obj
+        if isinstance(rows, dict):  # {"pdq": [...], "md5": [...]}
+            rows = [{"signal_type": k, "signal_value": v} for k, vs in rows.items()
+                    for v in (vs if isinstance(vs, list) else [vs])]
+        if not isinstance(rows, list):
+            raise TypeError("signals is not a list")
+        return rows
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    first = lines[0].lower() if lines else ""
+    if any(k in first for k in _VALUE_KEYS + _TYPE_KEYS) and not re.search("[0-9a-f]{64}", first):
+        return list(csv.DictReader(io.StringIO("\n".join(lines))))
+    rows = []
+    for r in csv.reader(lines):
+        cells = [c.strip() for c in r]
+        if _HEX.match(cells[0].lower()):  # "<hex>" or "<hex>,<id>" (value first)
+            rows.append({"signal_value": cells[0], **({"id": cells[1]} if len(cells) > 1 else {})})
+        else:  # "<type>,<hex>[,...]"
+            rows.append(dict(zip(("signal_type", "signal_value", "id"), cells)))
+    return rows
 
 
 # 10% off one side: PDQ moves ~100 bits, so a bank keeps these views too (the corner and centred crops, rotations:
@@ -155,12 +180,16 @@ class HashBanks:
         self._reload = threading.Lock()  # one reload at a time: concurrent callers wait, then see it done
         self._stamp: tuple | None = None
         self._failed: BankError | None = None  # the last load's error, kept with its stamp (no re-parse per call)
+        self._missing_said = False
         self._banks: dict[str, Bank] = {}
         self._index = PdqIndex()
         self._owner: dict[str, str] = {}  # index id -> bank id
 
     def _stamp_now(self) -> tuple:
         d = self.config.directory
+        if not d.is_dir() and not self._missing_said:  # a typo or an unmounted volume: no bank is checked
+            logging.getLogger(__name__).warning("hash-bank directory %s does not exist: no bank is checked", d)
+            self._missing_said = True
         out = []
         for f in sorted(d.glob("*.json")) if d.is_dir() else []:
             try:

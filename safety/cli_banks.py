@@ -84,23 +84,45 @@ def cmd_add(args: argparse.Namespace) -> int:
         if not 0 <= q <= 100:
             raise CommandError(f"--min-quality {q}: PDQ quality runs from 0 to 100")
         signals += [s for f in args.image for s in image_signals(_rgb(f), Path(f).name, q)]
+        before = next((len(b.signals) for b in banks.banks() if b.bank_id == args.bank_id), 0)
         bank = banks.add(args.bank_id, args.category, signals)
     except (OSError, BankError) as exc:
         raise CommandError(str(exc)) from exc
-    print(f"{bank.bank_id} ({bank.category}): version {bank.version}, {len(bank.signals)} signals")
+    print(f"{bank.bank_id} ({bank.category}): version {bank.version}, {len(bank.signals)} signals"
+          f" ({len(bank.signals) - before} new)")
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    for b in _banks(args).banks():
+    from hallmark.cli import CommandError
+
+    from .banks import BankError
+
+    try:
+        banks = _banks(args).banks()
+    except BankError as exc:
+        raise CommandError(str(exc)) from exc
+    for b in banks:
         print(f"{b.bank_id}\t{b.category}\tv{b.version}\t{len(b.signals)} signals\t{b.updated}")
     return 0
 
 
 def cmd_match(args: argparse.Namespace) -> int:
+    import re
+
+    from hallmark.cli import CommandError
+
+    from .banks import BankError
+
+    bad = [h for h in args.hash if not re.fullmatch("[0-9a-fA-F]{64}", h)]
+    if bad:
+        raise CommandError(f"--hash {bad[0]!r}: a PDQ value is 64 hex digits")
     banks = _banks(args)
-    queries = [(h, banks.match_hashes([h.lower()])) for h in args.hash]
-    queries += [(f, banks.match_image(_rgb(f))) for f in args.files]
+    try:
+        queries = [(h, banks.match_hashes([h.lower()])) for h in args.hash]
+        queries += [(f, banks.match_image(_rgb(f))) for f in args.files]
+    except BankError as exc:
+        raise CommandError(str(exc)) from exc
     for name, matches in queries:
         print(json.dumps({"input": name, "blocked": bool(matches),
                           "matches": [{"bank": m.bank_id, "version": m.version, "category": m.category,

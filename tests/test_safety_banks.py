@@ -294,3 +294,39 @@ def test_banks_cli_skips_flat_image_hashes_in_an_export_and_says_so(tmp_path, ca
     assert "skipped 1 flat-image hash(es)" in capsys.readouterr().err
     (bank,) = HashBanks(BankConfig(Path(d))).banks()
     assert [s.source for s in bank.signals] == ["te-good"]
+
+
+@pytest.mark.parametrize("text, found", [
+    (f"{B},te-7\n", [(B, "te-7")]),  # headerless, value first
+    (json.dumps([B]), [(B, "x:1")]),  # a JSON list of strings
+])
+def test_more_export_layouts_import(text, found):
+    assert [(s.value, s.source) for s in parse_signals(text.encode(), "x")] == found
+
+
+@pytest.mark.parametrize("data, problem", [
+    (b"id,checksum\n7,abc\n", "no PDQ signal"),  # columns we do not know: an error, not 0 signals
+    (b'{"signals": null}', "not a signal export"),
+    (b'[{"signal_value": "' + B.encode() + b'"', "not a signal export"),  # truncated
+    (b"\xff\xfe\x00garbage", "not a signal export"),
+    (b"[1, 2]", "row 1: expected an object"),
+])
+def test_an_export_that_does_not_parse_is_a_clear_error(data, problem):
+    with pytest.raises(BankError, match=problem):
+        parse_signals(data, "export.json")
+
+
+def test_banks_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
+    d = tmp_path / "banks"
+    assert main(["safety", "banks", "match", "--dir", str(d), "--hash", "xyz"]) != 0
+    assert "64 hex digits" in capsys.readouterr().err
+    d.mkdir()
+    (d / "broken.json").write_text("{")
+    assert main(["safety", "banks", "list", "--dir", str(d)]) != 0
+    assert "broken.json" in capsys.readouterr().err
+
+
+def test_a_missing_bank_directory_is_logged(tmp_path, caplog):
+    banks = HashBanks(BankConfig(tmp_path / "typo"))
+    assert banks.match_image(np.asarray(data.coffee())) == []
+    assert "does not exist: no bank is checked" in caplog.text
