@@ -78,10 +78,17 @@ def normalize(text: str) -> Normalized:
     chars: list[str] = []
     origin: list[int] = []
     for i, ch in enumerate(text):
-        folded = fold_char(ch)
-        chars.append(folded)
-        origin.extend([i] * len(folded))
+        for c in fold_char(ch):
+            if chars and c == chars[-1] and _is_mark(c):  # a repeated combining mark renders as one ("ड़़" is "ड़")
+                continue
+            chars.append(c)
+            origin.append(i)
     return _short_runs("".join(chars), origin)
+
+
+@lru_cache(maxsize=1024)
+def _is_mark(c: str) -> bool:
+    return unicodedata.category(c).startswith("M")
 
 
 MAX_RUN = 4

@@ -186,3 +186,10 @@ def test_runs_of_one_character_are_cut_to_four_and_stretched_words_still_match()
     n = normalize("n" + "a" * 50 + "ked " + "*" * 80)
     assert n.text == "naaaaked ****" and n.span_in_source(0, 8) == (0, 54)
     assert {f.category for f in GATE.findings("n" + "a" * 50 + "ked k" + "i" * 30 + "d")} == {"csam"}
+
+
+def test_a_repeated_combining_mark_is_read_as_one():
+    # Found by the property test above: a doubled nukta renders as one and hid a listed Hindi term.
+    term = "हिजड़ा"
+    doubled = term.replace("\u093c", "\u093c\u093c")
+    assert doubled != term and any(base_set(h.term_set) == "slurs" for h in GATE.matcher.find(f"a {doubled} here"))
