@@ -177,7 +177,7 @@ class HashBanks:
     def __init__(self, config: BankConfig):
         self.config = config
         self._lock = threading.Lock()  # swaps of the loaded state
-        self._reload = threading.Lock()  # one reload at a time: concurrent callers wait, then see it done
+        self._reload = threading.Lock()  # one reload at a time; the others use what is loaded meanwhile
         self._stamp: tuple | None = None
         self._failed: BankError | None = None  # the last load's error, kept with its stamp (no re-parse per call)
         self._missing_said = False
@@ -200,8 +200,13 @@ class HashBanks:
         return tuple(out)
 
     def refresh(self) -> None:
-        """Load the directory again if any bank file was added, changed or removed since the last load."""
-        with self._reload:
+        """Load the directory again if any bank file was added, changed or removed since the last load. While another
+        caller reloads, a caller that has loaded banks goes on with them (a large bank takes seconds to load)."""
+        if not self._reload.acquire(blocking=self._stamp is None):
+            if self._failed is not None:
+                raise self._failed
+            return
+        try:
             stamp = self._stamp_now()
             if stamp != self._stamp:
                 try:
@@ -218,6 +223,8 @@ class HashBanks:
                     self._banks, self._index, self._owner, self._stamp, self._failed = banks, index, owner, stamp, None
             if self._failed is not None:
                 raise self._failed
+        finally:
+            self._reload.release()
 
     @staticmethod
     def _read(path: Path) -> Bank:

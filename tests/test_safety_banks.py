@@ -330,3 +330,19 @@ def test_a_missing_bank_directory_is_logged(tmp_path, caplog):
     banks = HashBanks(BankConfig(tmp_path / "typo"))
     assert banks.match_image(np.asarray(data.coffee())) == []
     assert "does not exist: no bank is checked" in caplog.text
+
+
+def test_matching_goes_on_with_the_loaded_banks_while_another_caller_reloads(tmp_path, banked):
+    import threading
+
+    rgb = np.asarray(banked)
+    banks = HashBanks(BankConfig(tmp_path))
+    banks.add("known-bad", "csam", image_signals(rgb, "a.png"))
+    HashBanks(BankConfig(tmp_path)).add("other", "ncii", [Signal(B, "x")])  # a change this instance has not loaded
+    with banks._reload:  # as if another thread were loading a large bank right now
+        result: list = []
+        t = threading.Thread(target=lambda: result.append(banks.match_image(rgb)))
+        t.start()
+        t.join(10)
+        assert not t.is_alive() and [m.bank_id for m in result[0]] == ["known-bad"]
+    assert [b.bank_id for b in banks.banks()] == ["known-bad", "other"]  # and the next call loads the change
