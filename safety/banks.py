@@ -28,6 +28,11 @@ from provenance.fingerprint import (PDQ_MATCH_DISTANCE, PDQ_MIN_QUALITY, Pdq, Pd
 BANK_CATEGORIES = ("csam", "ncii", "sexual", "protected_person", "violence", "extremism", "self_harm", "hate")
 _BANK_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+def is_pdq(value: object) -> bool:
+    """Whether `value` is a PDQ value as banks store it: 64 lower-case hex digits."""
+    return isinstance(value, str) and _HEX.match(value) is not None
 _VALUE_KEYS = ("signal_value", "signal", "indicator", "hash", "value", "pdq")
 _TYPE_KEYS = ("signal_type", "indicator_type", "type")
 _SOURCE_KEYS = ("id", "signal_id", "content_id", "indicator_id", "source")
@@ -100,7 +105,7 @@ def parse_signals(data: bytes, name: str = "") -> list[Signal]:
         if kind not in ("pdq", "hash_pdq", "pdq_hash"):
             continue
         value = next((row[k].lower() for k in _VALUE_KEYS if row.get(k)), "")
-        if not _HEX.match(value):
+        if not is_pdq(value):
             raise BankError(f"{label}: row {n}: not a 64-hex-digit PDQ value")
         out.append(Signal(value, next((row[k] for k in _SOURCE_KEYS if row.get(k)), f"{name}:{n}")))
     if rows and not out:
@@ -127,7 +132,7 @@ def _rows(data: bytes) -> list:
     rows = []
     for r in csv.reader(lines):
         cells = [c.strip() for c in r]
-        if _HEX.match(cells[0].lower()):  # "<hex>" or "<hex>,<id>" (value first)
+        if is_pdq(cells[0].lower()):  # "<hex>" or "<hex>,<id>" (value first)
             rows.append({"signal_value": cells[0], **({"id": cells[1]} if len(cells) > 1 else {})})
         else:  # "<type>,<hex>[,...]"
             rows.append(dict(zip(("signal_type", "signal_value", "id"), cells)))
@@ -241,8 +246,7 @@ class HashBanks:
                             f"(a copy under another name would shadow it)")
         if bank.category not in BANK_CATEGORIES:
             raise BankError(f"bank file {path}: category {bank.category!r} is not one of {', '.join(BANK_CATEGORIES)}")
-        bad = next((n for n, sig in enumerate(bank.signals) if not isinstance(sig.value, str) or not _HEX.match(sig.value)),
-                   None)
+        bad = next((n for n, sig in enumerate(bank.signals) if not is_pdq(sig.value)), None)
         if bad is not None:
             raise BankError(f"bank file {path}: signal {bad}: not a 64-hex-digit PDQ value")
         return bank
@@ -260,7 +264,7 @@ class HashBanks:
             raise BankError(f"bank id {bank_id!r}: lower-case letters, digits, '.', '_', '-' (up to 64)")
         if category not in BANK_CATEGORIES:
             raise BankError(f"category {category!r}: one of {', '.join(BANK_CATEGORIES)}")
-        bad = next((s.value for s in signals if not isinstance(s.value, str) or not _HEX.match(s.value)), None)
+        bad = next((s.value for s in signals if not is_pdq(s.value)), None)
         if bad is not None:
             raise BankError(f"signal {bad!r}: not a 64-hex-digit PDQ value (lower case)")
         flat = [s for s in signals if flat_hash(s.value)]
@@ -296,6 +300,20 @@ class HashBanks:
         signal; the most severe category first (BANK_CATEGORIES order), then the nearest: a near-duplicate-heavy
         bank of a milder category cannot hide a csam match."""
         self.refresh()
+        return self._match(values)
+
+    def match_image(self, rgb: np.ndarray) -> list[BankMatch]:
+        """Matches for an image, its rotations and its flips, and the same for its content when it has a uniform
+        frame (padding or bars: an evasion that costs an attacker nothing and moves PDQ past the distance)."""
+        self.refresh()
+        if not len(self._index):
+            return []
+        framed = trim_frame(rgb)
+        variants = pdq_dihedral(rgb) + (pdq_dihedral(framed) if framed is not None else [])
+        return self._match([h.value for h in variants])
+
+    def _match(self, values: list[str]) -> list[BankMatch]:
+        """`match_hashes` on the loaded banks (the caller has refreshed them)."""
         with self._lock:
             index, owner, banks = self._index, self._owner, self._banks
         best: dict[str, int] = {}
@@ -304,16 +322,3 @@ class HashBanks:
             best[b] = min(d, best.get(b, d))
         found = [BankMatch(b, banks[b].category, banks[b].version, d) for b, d in best.items()]
         return sorted(found, key=lambda m: (BANK_CATEGORIES.index(m.category), m.distance, m.bank_id))
-
-    def match_image(self, rgb: np.ndarray) -> list[BankMatch]:
-        """Matches for an image, its rotations and its flips, and the same for its content when it has a uniform
-        frame (padding or bars: an evasion that costs an attacker nothing and moves PDQ past the distance)."""
-        if not self._index_size():
-            return []
-        framed = trim_frame(rgb)
-        variants = pdq_dihedral(rgb) + (pdq_dihedral(framed) if framed is not None else [])
-        return self.match_hashes([h.value for h in variants])
-
-    def _index_size(self) -> int:
-        self.refresh()
-        return len(self._index)

@@ -108,13 +108,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_match(args: argparse.Namespace) -> int:
-    import re
-
     from hallmark.cli import CommandError
 
-    from .banks import BankError
+    from .banks import BankError, is_pdq
 
-    bad = [h for h in args.hash if not re.fullmatch("[0-9a-fA-F]{64}", h)]
+    bad = [h for h in args.hash if not is_pdq(h.lower())]
     if bad:
         raise CommandError(f"--hash {bad[0]!r}: a PDQ value is 64 hex digits")
     banks = _banks(args)
